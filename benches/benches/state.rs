@@ -1,0 +1,333 @@
+//! The mesh state at the size of a large mesh: 10,000 workloads and 1,000
+//! services, each workload an endpoint of one service (ten per service), with
+//! fields sized like Kubernetes pods and ECS tasks (UIDs, node names, two
+//! service ports, locality).
+//!
+//! * `state/full_push`: one delta push of all 11,000 `istio.workload.Address`
+//!   resources applied to an empty state with `apply_addresses`: protobuf
+//!   decode, conversion and indexing, as at a sidecar's first sync.
+//! * `state/update_one_workload`: one workload resource (its IP changed)
+//!   applied to the full state: the common steady-state push.
+//! * `state/route_by_vip` and `state/route_by_workload_ip`: one outbound
+//!   route decision in the full state (service VIP with load balancing across
+//!   ten endpoints; a pod IP directly).
+//!
+//! Before the timings, the bench prints the heap held by the full state,
+//! measured with a counting global allocator (counting only while a
+//! measurement is running; otherwise it forwards to the system allocator).
+//!
+//! Targets: one update < 50 µs, full push < 100 ms, state < 40 MiB.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use prost::Message;
+use rand::SeedableRng;
+use zs_proto::istio::workload as pb;
+use zs_state::xds::ResourceRef;
+use zs_state::{Destination, MeshState, RouteRequest};
+
+// ---------------------------------------------------------------------------
+// Heap accounting
+
+/// Forwards to the system allocator; while `COUNTING` is set, keeps the net
+/// number of bytes allocated.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments
+// unchanged, so `System`'s guarantees hold; the counters are plain atomics
+// and never touch the memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded as is (see the impl's comment).
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        // SAFETY: forwarded as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Net heap bytes allocated by `f` (and still held by what it returns).
+fn heap_held_by<T>(f: impl FnOnce() -> T) -> (T, isize) {
+    LIVE.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    let value = f();
+    COUNTING.store(false, Ordering::SeqCst);
+    (value, LIVE.load(Ordering::SeqCst))
+}
+
+// ---------------------------------------------------------------------------
+// The mesh
+
+const WORKLOADS: usize = 10_000;
+const SERVICES: usize = 1_000;
+const NAMESPACES: usize = 50;
+
+fn namespace(svc: usize) -> String {
+    format!("team-{:02}", svc % NAMESPACES)
+}
+
+fn service_host(svc: usize) -> String {
+    format!("svc-{svc:04}.{}.svc.cluster.local", namespace(svc))
+}
+
+fn vip(svc: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 96, (svc / 250) as u8, (svc % 250) as u8 + 1)
+}
+
+fn pod_ip(i: usize, generation: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 100 + generation, (i / 250) as u8, (i % 250) as u8 + 1)
+}
+
+fn workload_uid(i: usize) -> String {
+    let svc = i % SERVICES;
+    format!(
+        "Kubernetes//Pod/{}/svc-{svc:04}-7c9f8d6b5-{:05x}",
+        namespace(svc),
+        i * 7919 % 0xfffff
+    )
+}
+
+fn workload(i: usize, generation: u8) -> pb::Address {
+    let svc = i % SERVICES;
+    let ns = namespace(svc);
+    let uid = workload_uid(i);
+    let name = uid.rsplit('/').next().unwrap_or_default().to_string();
+    let port = |service_port, target_port| pb::Port {
+        service_port,
+        target_port,
+        app_protocol: 0,
+    };
+    let services = std::collections::HashMap::from([(
+        format!("{ns}/{}", service_host(svc)),
+        pb::PortList {
+            ports: vec![port(80, 8080), port(9090, 9090)],
+        },
+    )]);
+    pb::Address {
+        r#type: Some(pb::address::Type::Workload(pb::Workload {
+            uid,
+            name,
+            namespace: ns,
+            addresses: vec![pod_ip(i, generation).octets().to_vec().into()],
+            network: String::new(),
+            tunnel_protocol: pb::TunnelProtocol::Hbone as i32,
+            trust_domain: "cluster.local".into(),
+            service_account: format!("svc-{svc:04}"),
+            node: format!("ip-10-0-{}-{}.us-east-2.compute.internal", i % 200, i % 250),
+            canonical_name: format!("svc-{svc:04}"),
+            canonical_revision: "v1".into(),
+            workload_type: pb::WorkloadType::Pod as i32,
+            workload_name: format!("svc-{svc:04}"),
+            services,
+            cluster_id: "Kubernetes".into(),
+            locality: Some(pb::Locality {
+                region: "us-east-2".into(),
+                zone: format!("us-east-2{}", ["a", "b", "c"][i % 3]),
+                subzone: String::new(),
+            }),
+            ..Default::default()
+        })),
+    }
+}
+
+fn service(svc: usize) -> pb::Address {
+    let port = |service_port, target_port| pb::Port {
+        service_port,
+        target_port,
+        app_protocol: 0,
+    };
+    pb::Address {
+        r#type: Some(pb::address::Type::Service(pb::Service {
+            name: format!("svc-{svc:04}"),
+            namespace: namespace(svc),
+            hostname: service_host(svc),
+            addresses: vec![pb::NetworkAddress {
+                network: String::new(),
+                address: vip(svc).octets().to_vec(),
+                ..Default::default()
+            }],
+            ports: vec![port(80, 8080), port(9090, 9090)],
+            subject_alt_names: vec![format!(
+                "spiffe://cluster.local/ns/{}/sa/svc-{svc:04}",
+                namespace(svc)
+            )],
+            ..Default::default()
+        })),
+    }
+}
+
+/// An encoded resource: (name, body).
+struct Encoded {
+    name: String,
+    body: Vec<u8>,
+}
+
+fn full_push() -> Vec<Encoded> {
+    let mut out = Vec::with_capacity(WORKLOADS + SERVICES);
+    for svc in 0..SERVICES {
+        out.push(Encoded {
+            name: format!("{}/{}", namespace(svc), service_host(svc)),
+            body: service(svc).encode_to_vec(),
+        });
+    }
+    for i in 0..WORKLOADS {
+        out.push(Encoded {
+            name: workload_uid(i),
+            body: workload(i, 0).encode_to_vec(),
+        });
+    }
+    out
+}
+
+fn refs(push: &[Encoded]) -> Vec<ResourceRef<'_>> {
+    push.iter()
+        .map(|e| ResourceRef {
+            name: &e.name,
+            type_url: zs_proto::ADDRESS_TYPE_URL,
+            value: &e.body,
+        })
+        .collect()
+}
+
+fn apply(state: &mut MeshState, push: &[ResourceRef<'_>]) {
+    let rejected = state.apply_addresses(push, &[]);
+    assert!(
+        rejected.is_empty(),
+        "bench resources rejected: {rejected:?}"
+    );
+}
+
+fn report_memory(push: &[Encoded]) {
+    let refs = refs(push);
+    let (state, bytes) = heap_held_by(|| {
+        let mut state = MeshState::new();
+        apply(&mut state, &refs);
+        state
+    });
+    assert_eq!(
+        (state.workload_count(), state.service_count()),
+        (WORKLOADS, SERVICES)
+    );
+    let input: usize = push.iter().map(|e| e.body.len()).sum();
+    println!(
+        "state memory: {:.2} MiB held by {WORKLOADS} workloads and {SERVICES} services \
+         ({} bytes per workload on average; the encoded push itself is {:.2} MiB)",
+        bytes as f64 / (1024.0 * 1024.0),
+        bytes / WORKLOADS as isize,
+        input as f64 / (1024.0 * 1024.0),
+    );
+}
+
+fn bench_state(c: &mut Criterion) {
+    let push = full_push();
+    report_memory(&push);
+    let push_refs = refs(&push);
+
+    let mut g = c.benchmark_group("state");
+    g.sample_size(20);
+    g.bench_function("full_push", |b| {
+        b.iter_batched(
+            MeshState::new,
+            |mut state| {
+                apply(&mut state, black_box(&push_refs));
+                state
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+
+    let mut state = MeshState::new();
+    apply(&mut state, &push_refs);
+
+    // The same workload alternating between two addresses, so every
+    // iteration is a real change (re-index, endpoint update).
+    let target = 4_242;
+    let versions: Vec<Encoded> = (0..2u8)
+        .map(|generation| Encoded {
+            name: workload_uid(target),
+            body: workload(target, generation).encode_to_vec(),
+        })
+        .collect();
+    let mut g = c.benchmark_group("state");
+    let mut flip = 0usize;
+    g.bench_function("update_one_workload", |b| {
+        b.iter(|| {
+            flip ^= 1;
+            let v = &versions[flip];
+            let one = [ResourceRef {
+                name: &v.name,
+                type_url: zs_proto::ADDRESS_TYPE_URL,
+                value: &v.body,
+            }];
+            apply(&mut state, black_box(&one));
+        })
+    });
+
+    let source = state
+        .workload(&workload_uid(1))
+        .expect("source workload")
+        .clone();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let by_vip = Destination::Addr(SocketAddr::new(IpAddr::V4(vip(517)), 80));
+    g.bench_function("route_by_vip", |b| {
+        b.iter(|| {
+            let route = state.route(
+                RouteRequest {
+                    source: &source,
+                    destination: black_box(&by_vip),
+                    exclude: &[],
+                },
+                &mut rng,
+            );
+            black_box(route.expect("route by VIP"))
+        })
+    });
+    let by_ip = Destination::Addr(SocketAddr::new(IpAddr::V4(pod_ip(7_001, 0)), 8080));
+    g.bench_function("route_by_workload_ip", |b| {
+        b.iter(|| {
+            let route = state.route(
+                RouteRequest {
+                    source: &source,
+                    destination: black_box(&by_ip),
+                    exclude: &[],
+                },
+                &mut rng,
+            );
+            black_box(route.expect("route by workload IP"))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_state);
+criterion_main!(benches);

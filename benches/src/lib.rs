@@ -1,0 +1,1 @@
+//! Benchmarks for ztunnel-sidecar. See `benches/README.md`.
