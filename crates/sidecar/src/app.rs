@@ -121,8 +121,11 @@ async fn run_async(
     let me = SelfWorkload::new(fallback);
     me.refresh(&mesh.read());
 
-    // --- credentials for istiod ---
-    let credentials = build_credentials(&config)?;
+    // --- credentials for istiod: one token source, per-endpoint headers ---
+    let token = token_source(&config)?;
+    let xds_headers = config.xds.as_ref().map(|x| x.headers.as_slice());
+    let credentials = call_credentials(&config, token.clone(), xds_headers.unwrap_or_default())
+        .context("XDS_HEADER_*")?;
 
     // --- certificates ---
     let certs = CertificateHandle::new_empty();
@@ -140,7 +143,9 @@ async fn run_async(
         CertSource::Ca { endpoint, ttl } => {
             let channel = zs_xds::channel::connect(&channel_config(endpoint, Purpose::Ca))
                 .context("CA_ADDRESS")?;
-            let ca = CaClient::new(channel, credentials.clone(), *ttl);
+            let ca_credentials = call_credentials(&config, token.clone(), &endpoint.headers)
+                .context("CA_HEADER_*")?;
+            let ca = CaClient::new(channel, ca_credentials, *ttl);
             let certs2 = certs.clone();
             let id2 = identity.clone();
             let manager = control
@@ -496,17 +501,16 @@ fn channel_config(endpoint: &IstiodEndpoint, purpose: Purpose) -> ChannelConfig 
     ChannelConfig {
         address: endpoint.url.clone(),
         roots: root_source(&endpoint.root),
-        alt_hostname: endpoint
-            .alt_hostname
-            .clone()
-            .or_else(|| endpoint.server_name.clone()),
-        istiod_service_names: endpoint.server_name.is_some(),
+        alt_hostname: endpoint.alt_hostname.clone(),
+        istiod_server_name: endpoint.server_name.clone(),
         purpose,
     }
 }
 
-fn build_credentials(config: &Config) -> anyhow::Result<CallCredentials> {
-    let token = match &config.auth {
+/// How the sidecar proves who it is to istiod, shared by the xDS and CA
+/// clients (one AWS credentials cache, one token file).
+fn token_source(config: &Config) -> anyhow::Result<Option<TokenSource>> {
+    Ok(match &config.auth {
         AuthSource::None => None,
         AuthSource::Token(TokenValue::File(p)) => {
             Some(TokenSource::Bearer(BearerToken::File(p.clone())))
@@ -531,15 +535,21 @@ fn build_credentials(config: &Config) -> anyhow::Result<CallCredentials> {
                 zs_xds::aws::StsPresigner::new(region.clone()),
             )))
         }
-    };
-    // XDS_HEADER_* and CA_HEADER_* differ per endpoint; the xDS ones are used for
-    // both here unless the CA has its own.
-    let headers = config
-        .xds
-        .as_ref()
-        .map(|x| x.headers.clone())
-        .unwrap_or_default();
-    CallCredentials::new(token, &config.cluster_id, headers).context("istiod credentials")
+    })
+}
+
+/// The call metadata for one endpoint: the token, `clusterid`, and that
+/// endpoint's static headers (`XDS_HEADER_*` or `CA_HEADER_*`).
+fn call_credentials(
+    config: &Config,
+    token: Option<TokenSource>,
+    headers: &[(String, String)],
+) -> anyhow::Result<CallCredentials> {
+    Ok(CallCredentials::new(
+        token,
+        &config.cluster_id,
+        headers.iter().map(|(k, v)| (k, v)),
+    )?)
 }
 
 fn load_cert_dir(dir: &std::path::Path) -> anyhow::Result<WorkloadCertificate> {

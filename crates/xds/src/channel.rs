@@ -36,8 +36,8 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
-/// The names in istiod's serving certificate, tried when
-/// [`ChannelConfig::istiod_service_names`] is set. The first is sent as SNI.
+/// The names in istiod's serving certificate, accepted whenever
+/// [`ChannelConfig::istiod_server_name`] is set.
 pub const ISTIOD_SERVICE_NAMES: [&str; 3] = [
     "istiod.istio-system.svc",
     "istiod.istio-system.svc.cluster.local",
@@ -165,9 +165,11 @@ pub struct ChannelConfig {
     pub roots: RootSource,
     /// An extra accepted server name (`ALT_XDS_HOSTNAME` / `ALT_CA_HOSTNAME`).
     pub alt_hostname: Option<String>,
-    /// Also accept [`ISTIOD_SERVICE_NAMES`] and send the first as SNI (for an
-    /// east-west gateway that passes TLS through by SNI).
-    pub istiod_service_names: bool,
+    /// The name istiod's certificate carries when the URL names something
+    /// else (an east-west gateway's load balancer): sent as SNI, so a gateway
+    /// that passes TLS through by SNI can route the connection, and accepted
+    /// as the certificate's name, together with [`ISTIOD_SERVICE_NAMES`].
+    pub istiod_server_name: Option<String>,
     /// Which variables error messages refer to.
     pub purpose: Purpose,
 }
@@ -179,7 +181,7 @@ impl ChannelConfig {
             address: address.into(),
             roots,
             alt_hostname: None,
-            istiod_service_names: false,
+            istiod_server_name: None,
             purpose,
         }
     }
@@ -363,16 +365,24 @@ impl Target {
             })?;
             accepted.push(name);
         }
-        let sni = if config.istiod_service_names {
-            for name in ISTIOD_SERVICE_NAMES {
-                // Constant, valid DNS names.
-                if let Ok(n) = ServerName::try_from(name) {
-                    accepted.push(n);
+        let service_name = config
+            .istiod_server_name
+            .as_deref()
+            .filter(|s| !s.is_empty());
+        let sni = match service_name {
+            Some(name) => {
+                let sni = ServerName::try_from(name.to_string())
+                    .map_err(|_| invalid("the istiod server name is not a DNS name"))?;
+                accepted.push(sni.clone());
+                for name in ISTIOD_SERVICE_NAMES {
+                    // Constant, valid DNS names.
+                    if let Ok(n) = ServerName::try_from(name) {
+                        accepted.push(n);
+                    }
                 }
+                sni
             }
-            ServerName::try_from(ISTIOD_SERVICE_NAMES[0]).map_err(|_| invalid("bad host"))?
-        } else {
-            host_name
+            None => host_name,
         };
         Ok(Target {
             address: format!("https://{authority}"),
@@ -383,7 +393,7 @@ impl Target {
             accepted,
             roots: config.roots.clone(),
             purpose,
-            service_names: config.istiod_service_names,
+            service_names: service_name.is_some(),
         })
     }
 
@@ -770,7 +780,7 @@ mod tests {
     #[test]
     fn service_names_add_accepted_names_and_set_sni() {
         let mut cfg = ChannelConfig::new("https://10.0.0.1:15012", RootSource::System, Purpose::Ca);
-        cfg.istiod_service_names = true;
+        cfg.istiod_server_name = Some(ISTIOD_SERVICE_NAMES[0].into());
         cfg.alt_hostname = Some("istiod.example".into());
         let t = Target::new(&cfg).unwrap();
         let names: Vec<_> = t.accepted.iter().map(server_name_string).collect();

@@ -59,7 +59,7 @@ async fn certificate_for_istiods_service_name_is_refused_by_ip_url() {
 async fn istiod_service_names_are_accepted_and_sent_as_sni() {
     let istiod = Istiod::start_with_names(&[ISTIOD_SVC]).await;
     let mut config = istiod.channel_config(Purpose::Xds);
-    config.istiod_service_names = true;
+    config.istiod_server_name = Some(ISTIOD_SVC.into());
     call(&config).await.unwrap();
     assert_eq!(
         istiod.server.server_names_seen(),
@@ -68,10 +68,20 @@ async fn istiod_service_names_are_accepted_and_sent_as_sni() {
 }
 
 #[tokio::test]
+async fn a_revisioned_istiod_name_is_accepted_and_sent_as_sni() {
+    let name = "istiod-1-24.istio-system.svc";
+    let istiod = Istiod::start_with_names(&[name]).await;
+    let mut config = istiod.channel_config(Purpose::Xds);
+    config.istiod_server_name = Some(name.into());
+    call(&config).await.unwrap();
+    assert_eq!(istiod.server.server_names_seen(), [Some(name.to_string())]);
+}
+
+#[tokio::test]
 async fn longer_service_name_in_the_certificate_is_accepted() {
     let istiod = Istiod::start_with_names(&["istiod.istio-system.svc.cluster.local"]).await;
     let mut config = istiod.channel_config(Purpose::Ca);
-    config.istiod_service_names = true;
+    config.istiod_server_name = Some(ISTIOD_SVC.into());
     call(&config).await.unwrap();
 }
 
