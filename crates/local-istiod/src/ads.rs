@@ -77,8 +77,9 @@ impl AggregatedDiscoveryService for AdsService {
                 e.to_status()
             })?;
         let id = core.next_stream.fetch_add(1, Ordering::Relaxed) + 1;
+        let headers = crate::status::custom_headers(request.metadata());
         core.status
-            .stream_opened(id, peer.clone(), caller.to_string());
+            .stream_opened(id, peer.clone(), caller.to_string(), headers);
         info!(stream = id, %peer, %caller, "ADS stream opened");
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(run_stream(core.clone(), id, request.into_inner(), tx));

@@ -66,6 +66,7 @@ impl IstioCertificateService for CaService {
             .authenticate(request.metadata())
             .await
             .map_err(|e| self.refuse(&peer, e.to_status()))?;
+        let headers = crate::status::custom_headers(request.metadata());
         let request = request.into_inner();
         let identity = csr_identity(&request.csr)
             .map_err(|e| self.refuse(&peer, Status::invalid_argument(format!("bad CSR: {e}"))))?;
@@ -103,7 +104,7 @@ impl IstioCertificateService for CaService {
                 })
         }
         .map_err(|e| self.refuse(&peer, Status::internal(e.to_string())))?;
-        core.status.issued(&identity.to_string());
+        core.status.issued(&identity.to_string(), headers);
         info!(%peer, %identity, %caller, ttl = ?ttl, expired = core.test.expired_certs, "issued a workload certificate");
         Ok(Response::new(IstioCertificateResponse { cert_chain }))
     }

@@ -47,6 +47,9 @@ pub struct StreamRecord {
     pub node: Option<String>,
     /// When the stream opened (RFC 3339).
     pub opened_at: String,
+    /// The request's custom (`x-…`) metadata, as [`custom_headers`] keeps it.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// ACK/NACK state of one node for one type.
@@ -101,6 +104,23 @@ pub struct CaRecord {
     pub last_identity: Option<String>,
     /// Why the last refused request was refused.
     pub last_refusal: Option<String>,
+    /// The custom (`x-…`) metadata of the last certificate request.
+    #[serde(default)]
+    pub last_headers: BTreeMap<String, String>,
+}
+
+/// The custom request metadata a client sent (keys starting with `x-`, ASCII
+/// values), which operators add with `XDS_HEADER_*` / `CA_HEADER_*`; tests
+/// read it back from `/status` to see which endpoint got which header.
+pub fn custom_headers(md: &tonic::metadata::MetadataMap) -> BTreeMap<String, String> {
+    md.iter()
+        .filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) if k.as_str().starts_with("x-") => {
+                Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The live record behind [`StatusReport`]. Every method takes the lock for a
@@ -134,7 +154,13 @@ impl StatusBook {
     }
 
     /// A stream opened.
-    pub fn stream_opened(&self, id: u64, peer: String, caller: String) {
+    pub fn stream_opened(
+        &self,
+        id: u64,
+        peer: String,
+        caller: String,
+        headers: BTreeMap<String, String>,
+    ) {
         self.with(|b| {
             b.streams.insert(
                 id,
@@ -144,6 +170,7 @@ impl StatusBook {
                     caller,
                     node: None,
                     opened_at: now_rfc3339(),
+                    headers,
                 },
             )
         });
@@ -196,8 +223,9 @@ impl StatusBook {
     }
 
     /// A certificate was issued.
-    pub fn issued(&self, identity: &str) {
+    pub fn issued(&self, identity: &str, headers: BTreeMap<String, String>) {
         self.with(|b| {
+            b.ca.last_headers = headers;
             b.ca.issued += 1;
             b.ca.last_identity = Some(identity.to_string());
         });
@@ -275,7 +303,7 @@ mod tests {
     #[test]
     fn report_round_trips_through_json() {
         let book = StatusBook::default();
-        book.stream_opened(1, "127.0.0.1:1".into(), "open".into());
+        book.stream_opened(1, "127.0.0.1:1".into(), "open".into(), BTreeMap::new());
         book.stream_node(1, "ztunnel~1.1.1.1~a.ns~ns.svc.cluster.local");
         let r = book.report(true, 3, BTreeMap::from([("t".to_string(), 2)]));
         let json = serde_json::to_string(&r).unwrap();
