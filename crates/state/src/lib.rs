@@ -21,6 +21,7 @@
 //! balancing, inbound targets).
 
 pub mod convert;
+pub mod lb_cache;
 pub mod local;
 pub mod model;
 pub mod names;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use rand::Rng;
 use zs_identity::Identity;
 
+use crate::lb_cache::{self, Tier};
 use crate::model::*;
 use crate::store::MeshState;
 
@@ -508,6 +509,37 @@ impl MeshState {
                 port: svc_port,
             });
         }
+        // Large services: the tier for this source is memoized until the
+        // state changes (retries that exclude endpoints compute it afresh).
+        let cacheable = exclude.is_empty() && svc.endpoints.len() >= lb_cache::MIN_ENDPOINTS;
+        let key = cacheable.then(|| (svc.key(), svc_port, mode));
+        if let Some(key) = &key
+            && let Some(tier) = self.lb_cache().get(key, src)
+        {
+            return Ok(tier.pick(rng));
+        }
+        let tier = Tier::new(self.best_tier(src, svc, svc_port, service_target, exclude))
+            .ok_or_else(|| RouteError::NoHealthyUpstream {
+                service: svc.hostname.clone(),
+            })?;
+        let picked = tier.pick(rng);
+        if let Some(key) = key {
+            self.lb_cache().put(key, src, Arc::new(tier));
+        }
+        Ok(picked)
+    }
+
+    /// The endpoints of `svc` that may serve `svc_port` for `src`, in the
+    /// service's endpoint order, keeping only the best locality rank: healthy
+    /// (per health policy), reachable, with a target port.
+    fn best_tier(
+        &self,
+        src: &Workload,
+        svc: &Service,
+        svc_port: u16,
+        service_target: Option<u16>,
+        exclude: &[Str],
+    ) -> Vec<(Arc<Workload>, u16)> {
         let lb = svc.load_balancer.as_ref();
         let ranked = lb.filter(|lb| {
             matches!(
@@ -516,8 +548,7 @@ impl MeshState {
             ) && !lb.routing_preferences.is_empty()
         });
         let mut best_rank = 0usize;
-        let mut candidates: smallvec::SmallVec<[(Arc<Workload>, u16, usize); 8]> =
-            smallvec::SmallVec::new();
+        let mut candidates: Vec<(&Arc<Workload>, u16, usize)> = Vec::new();
         for (uid, ep) in &svc.endpoints {
             if exclude.contains(uid) {
                 continue;
@@ -557,23 +588,12 @@ impl MeshState {
             } else if rank < best_rank {
                 continue;
             }
-            candidates.push((wl.clone(), target, rank));
+            candidates.push((wl, target, rank));
         }
-        let total: u64 = candidates.iter().map(|c| u64::from(c.0.capacity)).sum();
-        if total == 0 {
-            return Err(RouteError::NoHealthyUpstream {
-                service: svc.hostname.clone(),
-            });
-        }
-        let mut pick = rng.random_range(0..total);
-        for (wl, target, _) in candidates {
-            let w = u64::from(wl.capacity);
-            if pick < w {
-                return Ok((wl, target));
-            }
-            pick -= w;
-        }
-        unreachable!("weighted pick within total")
+        candidates
+            .into_iter()
+            .map(|(wl, target, _)| (wl.clone(), target))
+            .collect()
     }
 
     /// The local application port for an inbound CONNECT to this workload.
@@ -679,7 +699,7 @@ impl MeshState {
 
 /// Endpoint selection for a user-addressed service, or for a waypoint/gateway
 /// service (whose port need not be declared).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LbMode {
     Standard,
     Gateway,

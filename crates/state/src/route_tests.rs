@@ -1028,3 +1028,96 @@ fn inbound_service_is_guessed_from_the_target_port() {
     );
     assert!(m.guess_inbound_service(&w, 1234).is_none());
 }
+
+/// A failover service with `n` endpoints, every third in the client's zone.
+fn large_failover_mesh(n: usize) -> Mesh {
+    let mut mesh = Mesh::new();
+    let prefs = vec![LoadBalancerScope::Region, LoadBalancerScope::Zone];
+    mesh.service(
+        "big.ns.svc.cluster.local",
+        "10.96.0.50",
+        &[(80, 8080)],
+        failover(prefs, LoadBalancerMode::Failover),
+    );
+    for i in 0..n {
+        let zone = ["us-east-2a", "us-east-2b", "us-east-2c"][i % 3];
+        mesh.endpoint(
+            &format!("big-{i:03}"),
+            &format!("10.1.{}.{}", i / 200, i % 200 + 1),
+            "ns/big.ns.svc.cluster.local",
+            &[],
+            in_zone(zone),
+        );
+    }
+    mesh
+}
+
+#[test]
+fn large_service_tiers_are_cached_and_pick_as_the_uncached_walk_does() {
+    let n = lb_cache::MIN_ENDPOINTS * 3;
+    let mesh = large_failover_mesh(n);
+    assert!(mesh.m.lb_cache().is_empty());
+    // The first decision fills the cache; the same seed then picks the same
+    // endpoint from the cached tier as from a fresh walk.
+    let first: Vec<_> = (0..50)
+        .map(|seed| {
+            mesh.route_with(to("10.96.0.50:80"), &[], seed)
+                .unwrap()
+                .endpoint
+        })
+        .collect();
+    assert_eq!(mesh.m.lb_cache().len(), 1);
+    let fresh = large_failover_mesh(n);
+    let uncached: Vec<_> = (0..50)
+        .map(|seed| {
+            // A retry (non-empty exclude) never uses the cache.
+            let none: [Str; 1] = ["nobody".into()];
+            fresh
+                .route_with(to("10.96.0.50:80"), &none, seed)
+                .unwrap()
+                .endpoint
+        })
+        .collect();
+    assert!(fresh.m.lb_cache().is_empty());
+    assert_eq!(first, uncached);
+    // Only same-zone endpoints (every third, from 0) are ever chosen.
+    let zones: BTreeSet<_> = mesh
+        .chosen(to("10.96.0.50:80"))
+        .iter()
+        .map(|uid| uid[4..].parse::<usize>().unwrap() % 3)
+        .collect();
+    assert_eq!(zones, BTreeSet::from([0]));
+}
+
+#[test]
+fn a_state_change_clears_cached_tiers() {
+    let n = lb_cache::MIN_ENDPOINTS * 3;
+    let mut mesh = large_failover_mesh(n);
+    mesh.route(to("10.96.0.50:80")).unwrap();
+    assert_eq!(mesh.m.lb_cache().len(), 1);
+    // Every same-zone endpoint goes away: the next decision must fail over.
+    for i in (0..n).step_by(3) {
+        mesh.m.remove_workload(&format!("big-{i:03}"));
+    }
+    assert!(mesh.m.lb_cache().is_empty());
+    let zones: BTreeSet<_> = mesh
+        .chosen(to("10.96.0.50:80"))
+        .iter()
+        .map(|uid| uid[4..].parse::<usize>().unwrap() % 3)
+        .collect();
+    assert_eq!(zones, BTreeSet::from([1, 2]));
+}
+
+#[test]
+fn a_cached_tier_is_not_used_for_a_source_elsewhere() {
+    let mut mesh = large_failover_mesh(lb_cache::MIN_ENDPOINTS * 3);
+    mesh.route(to("10.96.0.50:80")).unwrap();
+    // Same state, a client in another zone: its own tier.
+    mesh.src.locality.zone = "us-east-2c".into();
+    let zones: BTreeSet<_> = mesh
+        .chosen(to("10.96.0.50:80"))
+        .iter()
+        .map(|uid| uid[4..].parse::<usize>().unwrap() % 3)
+        .collect();
+    assert_eq!(zones, BTreeSet::from([2]));
+}

@@ -22,6 +22,7 @@ use smallvec::SmallVec;
 use zs_authz::PolicyStore;
 
 use crate::convert::WorkloadServicePorts;
+use crate::lb_cache::LbCache;
 use crate::model::*;
 
 /// All workloads, services and policies known to this proxy, with lookup indexes.
@@ -36,6 +37,9 @@ pub struct MeshState {
     services_by_hostname: HashMap<Str, SmallVec<[Str; 1]>>,
     staged: HashMap<NamespacedHostname, BTreeMap<Str, Endpoint>>,
     policies: PolicyStore,
+    /// Endpoint tiers of large services; cleared by every change to workloads
+    /// or services.
+    lb_cache: LbCache,
 }
 
 impl MeshState {
@@ -47,6 +51,7 @@ impl MeshState {
 
     /// Inserts (or replaces, by UID) a workload and its per-service port maps.
     pub fn insert_workload(&mut self, workload: Workload, ports: WorkloadServicePorts) {
+        self.lb_cache.clear();
         self.remove_workload(&workload.uid);
         let uid = workload.uid.clone();
         let workload = Arc::new(workload);
@@ -96,6 +101,7 @@ impl MeshState {
 
     /// Removes a workload by UID, with its endpoints. Returns it if it existed.
     pub fn remove_workload(&mut self, uid: &str) -> Option<Arc<Workload>> {
+        self.lb_cache.clear();
         let workload = self.workloads.remove(uid)?;
         for ip in &workload.workload_ips {
             let key = NetworkAddress::new(workload.network.clone(), *ip);
@@ -170,6 +176,7 @@ impl MeshState {
     /// Inserts (or replaces) a service. Endpoints are kept from the previous version
     /// and completed from staging: they belong to workloads, not to the resource.
     pub fn insert_service(&mut self, mut service: Service) {
+        self.lb_cache.clear();
         let key = service.key();
         let mut endpoints = match self.remove_service_indexes(&key) {
             Some(old) => old.endpoints,
@@ -197,6 +204,7 @@ impl MeshState {
 
     /// Removes a service; its endpoints go back to staging for a later re-add.
     pub fn remove_service(&mut self, key: &NamespacedHostname) -> Option<Service> {
+        self.lb_cache.clear();
         let mut service = self.remove_service_indexes(key)?;
         let endpoints = std::mem::take(&mut service.endpoints);
         if !endpoints.is_empty() {
@@ -309,6 +317,11 @@ impl MeshState {
 
     pub fn policies(&self) -> &PolicyStore {
         &self.policies
+    }
+
+    /// The endpoint-tier cache (used by load balancing).
+    pub(crate) fn lb_cache(&self) -> &LbCache {
+        &self.lb_cache
     }
 
     pub fn policies_mut(&mut self) -> &mut PolicyStore {
