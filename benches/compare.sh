@@ -10,11 +10,15 @@
 # against the other rows of the same run (machines are noisy: compare within a
 # run, never across runs) and writes raw JSON lines next to it.
 #
-# usage: sudo benches/compare.sh [--ztunnel PATH] [--duration SECS] [--repeat N] [--out DIR]
+# usage: sudo benches/compare.sh [--ztunnel PATH] [--sidecar PATH] [--duration SECS] [--repeat N] [--out DIR]
+#
+# --sidecar runs that ztunnel-sidecar binary instead of target/release's, e.g.
+# the static one the image ships (docker/build-local.sh --profile release).
 # needs: root, ip(8) (iproute2), python3.
 set -euo pipefail
 
 ZTUNNEL=""
+SIDECAR=""
 DURATION=8
 REPEAT=3
 OUT="bench-results"
@@ -22,6 +26,7 @@ IDLE_CONNS=2000
 while [ $# -gt 0 ]; do
   case "$1" in
     --ztunnel) ZTUNNEL="$2"; shift 2 ;;
+    --sidecar) SIDECAR="$2"; shift 2 ;;
     --duration) DURATION="$2"; shift 2 ;;
     --repeat) REPEAT="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
@@ -35,6 +40,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 cargo build --release --quiet -p ztunnel-sidecar -p zs-benches --bin ztunnel-sidecar --bin loadgen
 BIN="$ROOT/target/release"
+SIDECAR=${SIDECAR:-$BIN/ztunnel-sidecar}
 mkdir -p "$OUT"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RAW="$OUT/compare-$STAMP.jsonl"
@@ -102,7 +108,7 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 wait_ready() { # netns
   for _ in $(seq 1 200); do
-    if ip netns exec "$1" env READINESS_ADDR=127.0.0.1:15021 "$BIN/ztunnel-sidecar" healthcheck >/dev/null 2>&1; then return 0; fi
+    if ip netns exec "$1" env READINESS_ADDR=127.0.0.1:15021 "$SIDECAR" healthcheck >/dev/null 2>&1; then return 0; fi
     sleep 0.05
   done
   echo "proxy in $1 did not become ready" >&2; return 1
@@ -110,10 +116,10 @@ wait_ready() { # netns
 
 start_ours() { # -> sets PA PB
   ip netns exec "$C" env -i PROXY_WORKLOAD_INFO=bench/client/client CERT_DIR="$WORK/pki/bench-client" \
-    LOCAL_XDS_PATH="$WORK/mesh.yaml" RUST_LOG=info "$BIN/ztunnel-sidecar" >"$WORK/ours-c.log" 2>&1 &
+    LOCAL_XDS_PATH="$WORK/mesh.yaml" RUST_LOG=info "$SIDECAR" >"$WORK/ours-c.log" 2>&1 &
   PA=$!; PIDS+=($PA)
   ip netns exec "$S" env -i PROXY_WORKLOAD_INFO=bench/server/server CERT_DIR="$WORK/pki/bench-server" \
-    LOCAL_XDS_PATH="$WORK/mesh.yaml" INBOUND_DELIVERY=task-ip RUST_LOG=info "$BIN/ztunnel-sidecar" >"$WORK/ours-s.log" 2>&1 &
+    LOCAL_XDS_PATH="$WORK/mesh.yaml" INBOUND_DELIVERY=task-ip RUST_LOG=info "$SIDECAR" >"$WORK/ours-s.log" 2>&1 &
   PB=$!; PIDS+=($PB)
   wait_ready "$C"; wait_ready "$S"
 }

@@ -373,10 +373,12 @@ impl Target {
             Some(name) => {
                 let sni = ServerName::try_from(name.to_string())
                     .map_err(|_| invalid("the istiod server name is not a DNS name"))?;
-                accepted.push(sni.clone());
-                for name in ISTIOD_SERVICE_NAMES {
+                let standard = ISTIOD_SERVICE_NAMES
+                    .iter()
                     // Constant, valid DNS names.
-                    if let Ok(n) = ServerName::try_from(name) {
+                    .filter_map(|name| ServerName::try_from(*name).ok());
+                for n in std::iter::once(sni.clone()).chain(standard) {
+                    if !accepted.contains(&n) {
                         accepted.push(n);
                     }
                 }
