@@ -40,7 +40,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 cargo build --release --quiet -p ztunnel-sidecar -p zs-benches --bin ztunnel-sidecar --bin loadgen
 BIN="$ROOT/target/release"
-SIDECAR=${SIDECAR:-$BIN/ztunnel-sidecar}
+SIDECAR=$(realpath "${SIDECAR:-$BIN/ztunnel-sidecar}")
 mkdir -p "$OUT"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RAW="$OUT/compare-$STAMP.jsonl"
@@ -72,9 +72,10 @@ ip -n "$C" link set "zsbc$SUF" up
 ip -n "$S" link set "zsbs$SUF" up
 # Connection-rate runs open tens of thousands of connections; without these, the
 # kernel's search for a free ephemeral port among TIME_WAIT sockets becomes the
-# thing being measured.
+# thing being measured. The range stays above the proxies' ports (150xx): a
+# TIME_WAIT left on 15020 by the direct run would keep a proxy from binding it.
 for ns in "$C" "$S"; do
-  ip netns exec "$ns" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65000"
+  ip netns exec "$ns" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="16000 65000"
 done
 
 "$BIN/loadgen" pki --dir "$WORK/pki" --identity bench/client --identity bench/server >/dev/null
@@ -111,7 +112,9 @@ wait_ready() { # netns
     if ip netns exec "$1" env READINESS_ADDR=127.0.0.1:15021 "$SIDECAR" healthcheck >/dev/null 2>&1; then return 0; fi
     sleep 0.05
   done
-  echo "proxy in $1 did not become ready" >&2; return 1
+  echo "proxy in $1 did not become ready; its log:" >&2
+  tail -n 20 "$WORK"/*.log >&2 2>/dev/null || true
+  return 1
 }
 
 start_ours() { # -> sets PA PB

@@ -304,34 +304,41 @@ fn bench_state(c: &mut Criterion) {
         .clone();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
     let by_vip = Destination::Addr(SocketAddr::new(IpAddr::V4(vip(517)), 80));
-    g.bench_function("route_by_vip", |b| {
-        b.iter(|| {
-            let route = state.route(
-                RouteRequest {
-                    source: &source,
-                    destination: black_box(&by_vip),
-                    exclude: &[],
-                },
-                &mut rng,
-            );
-            black_box(route.expect("route by VIP"))
-        })
-    });
+    bench_route(&mut g, "route_by_vip", &state, &source, &by_vip, &mut rng);
     let by_ip = Destination::Addr(SocketAddr::new(IpAddr::V4(pod_ip(7_001, 0)), 8080));
-    g.bench_function("route_by_workload_ip", |b| {
+    bench_route(
+        &mut g,
+        "route_by_workload_ip",
+        &state,
+        &source,
+        &by_ip,
+        &mut rng,
+    );
+    g.finish();
+}
+
+/// Benchmarks one outbound route decision from `source` to `destination`.
+fn bench_route(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    state: &MeshState,
+    source: &zs_state::model::Workload,
+    destination: &Destination,
+    rng: &mut rand::rngs::SmallRng,
+) {
+    g.bench_function(name, |b| {
         b.iter(|| {
             let route = state.route(
                 RouteRequest {
-                    source: &source,
-                    destination: black_box(&by_ip),
+                    source,
+                    destination: black_box(destination),
                     exclude: &[],
                 },
-                &mut rng,
+                rng,
             );
-            black_box(route.expect("route by workload IP"))
+            black_box(route.expect(name))
         })
     });
-    g.finish();
 }
 
 // ---------------------------------------------------------------------------
@@ -473,19 +480,14 @@ fn bench_failover(c: &mut Criterion) {
         );
     }
     let mut g = c.benchmark_group("state");
-    g.bench_function("route_failover_1000_endpoints", |b| {
-        b.iter(|| {
-            let route = state.route(
-                RouteRequest {
-                    source: &source,
-                    destination: black_box(&destination),
-                    exclude: &[],
-                },
-                &mut rng,
-            );
-            black_box(route.expect("route"))
-        })
-    });
+    bench_route(
+        &mut g,
+        "route_failover_1000_endpoints",
+        &state,
+        &source,
+        &destination,
+        &mut rng,
+    );
     g.finish();
 }
 
