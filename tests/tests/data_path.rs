@@ -188,3 +188,46 @@ async fn sigterm_lets_an_open_transfer_finish_and_exits_zero() {
         Some(0)
     );
 }
+
+/// An IPv6 destination: the SOCKS5 request carries an IPv6 address (ATYP 4),
+/// the destination workload's address is `::1`, and HBONE goes to `[::1]:15008`.
+/// (Only this test binds `[::1]`; it skips where the host has no IPv6 loopback.)
+#[tokio::test]
+async fn socks5_ipv6_target_reaches_the_app_over_hbone() {
+    let v6 = std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+    if std::net::TcpListener::bind((v6, 0)).is_err() {
+        eprintln!("skipping: no IPv6 loopback on this host");
+        return;
+    }
+    let block = AddrBlock::new();
+    // Dual-stack, so the app answers whichever loopback the sidecar delivers on.
+    let app = EchoServer::start("[::]:0".parse().unwrap(), None).await;
+    let mut mesh = Pair::mesh(&block, app.port());
+    for w in &mut mesh.workloads {
+        if w.name == "echo" {
+            w.ips = vec![v6];
+        }
+    }
+    let pair = Pair::start_with(block, app, mesh, &[], &[("HBONE_ADDR", "[::1]:15008")]).await;
+    let target = std::net::SocketAddr::new(v6, pair.app.port());
+    let mut s = socks5_connect(pair.client.socks5(), SocksTarget::Addr(target))
+        .await
+        .expect_connected();
+    assert_eq!(echo_roundtrip(&mut s, b"hello v6").await, b"hello v6");
+    assert_eq!(pair.app.accepted(), 1);
+    drop(s);
+    // The access log line is written when the connection closes.
+    let want = format!(
+        "dst.addr=[::1]:15008 dst.hbone_addr=[::1]:{}",
+        pair.app.port()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !pair.client.logs().contains(&want) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let log = pair.client.logs();
+    assert!(
+        log.contains(&want),
+        "the client sidecar tunnelled to [::1]:15008: {log}"
+    );
+}
