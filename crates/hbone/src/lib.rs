@@ -31,6 +31,7 @@ mod config;
 mod error;
 mod keepalive;
 mod pool;
+mod readbuf;
 mod server;
 mod stream;
 
@@ -42,5 +43,6 @@ pub use client::{ConnectRequest, H2Connection, connect, connect_to};
 pub use config::{H2Config, PoolConfig};
 pub use error::HboneError;
 pub use pool::{Connector, Pool, PoolKey, TcpConnector};
+pub use readbuf::{READ_AHEAD, ReadBuffered};
 pub use server::{ConnectHandler, IncomingConnect, PeerInfo, serve_connection};
 pub use stream::H2Stream;

@@ -29,6 +29,7 @@ use zs_identity::Identity;
 use zs_tls::TlsError;
 
 use crate::client::connect_to;
+use crate::readbuf::ReadBuffered;
 use crate::socket::SocketOptions;
 use crate::stream::StreamSlot;
 use crate::{ConnectRequest, H2Config, H2Connection, H2Stream, HboneError, PoolConfig};
@@ -246,7 +247,7 @@ impl<C: Connector> Pool<C> {
             Ok(Ok(io)) => io,
         };
         debug!(%key, "dialed new HBONE connection");
-        connect_to(io, Some(dst), tls, &self.inner.h2).await
+        connect_to(ReadBuffered::new(io), Some(dst), tls, &self.inner.h2).await
     }
 
     /// Removes `conn` from the pool once it has been idle (not handed out) for
