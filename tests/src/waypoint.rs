@@ -41,7 +41,7 @@ struct Recorder {
 }
 
 impl ConnectHandler for Recorder {
-    async fn handle(&self, req: IncomingConnect) {
+    async fn handle(self: Arc<Self>, req: IncomingConnect) {
         self.received.lock().unwrap().push(Received {
             authority: req.authority().unwrap_or_default().to_string(),
             identity: req

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 use zs_identity::Identity;
 
+use crate::readbuf::ReadBuffered;
 use crate::{H2Config, H2Stream, HboneError, keepalive};
 
 /// Handles inbound CONNECT streams. Each call runs on its own task.
@@ -25,7 +26,13 @@ pub trait ConnectHandler: Send + Sync + 'static {
     /// Handles one CONNECT: answer it with [`IncomingConnect::accept`] or
     /// [`IncomingConnect::reject`], then serve the stream. Dropping the request
     /// unanswered resets the stream.
-    fn handle(&self, req: IncomingConnect) -> impl Future<Output = ()> + Send;
+    ///
+    /// The returned future is the stream's task, spawned as it is: what it
+    /// holds while the stream is idle is what every idle inbound connection
+    /// costs. An `async fn` keeps its arguments for its whole life, so a
+    /// handler that cares moves `req` into a boxed set-up future that is freed
+    /// before the copy starts.
+    fn handle(self: Arc<Self>, req: IncomingConnect) -> impl Future<Output = ()> + Send + 'static;
 }
 
 /// Who is on the other end of an HBONE connection.
@@ -138,7 +145,7 @@ pub async fn serve_connection<H: ConnectHandler>(
 
     let handshake = async {
         let tls_stream = tokio_rustls::TlsAcceptor::from(tls)
-            .accept(tcp)
+            .accept(ReadBuffered::new(tcp))
             .await
             .map_err(|source| HboneError::TlsHandshake { peer, source })?;
         let identity = zs_tls::peer_identity(tls_stream.get_ref().1);
@@ -218,8 +225,7 @@ fn dispatch<H: ConnectHandler>(
         respond,
         peer: peer.clone(),
     };
-    let handler = handler.clone();
-    tokio::spawn(async move { handler.handle(req).await });
+    tokio::spawn(handler.clone().handle(req));
 }
 
 /// The client closing its end (with or without GOAWAY) is the normal end of a

@@ -221,10 +221,10 @@ pub async fn ingress(
         dst: original,
         src_identity: None,
     };
-    let guard = ctx.tracker.track(conn.clone());
+    let guard = ctx.tracker.track(conn);
     let decision = ctx.mesh.read().policies().evaluate(
         &zs_authz::Target::new(&local.namespace, &local.authorization_policies),
-        &conn,
+        guard.connection(),
     );
     if let Decision::Deny(reason) = decision {
         info!(src.addr = %peer, dst = %original, %reason, "plaintext connection denied by authorization policy");
@@ -269,7 +269,6 @@ pub async fn ingress(
     let recorder = ctx.metrics.open(info);
     // a = the client's stream, b = the application.
     let observer = recorder.observer(false);
-    let cancelled = guard.cancelled().clone();
     tokio::select! {
         result = zs_hbone::copy::copy_bidirectional(&mut stream, &mut app_stream, &observer) => {
             match result {
@@ -277,7 +276,7 @@ pub async fn ingress(
                 Err(e) => recorder.finish((0, 0), ResponseFlags::Connect, Some(&e.to_string())),
             }
         }
-        () = cancelled.cancelled() => {
+        () = guard.cancelled() => {
             ctx.metrics.policy_closed();
             recorder.finish((0, 0), ResponseFlags::Deny, Some("connection closed due to policy change"));
         }

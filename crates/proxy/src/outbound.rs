@@ -663,18 +663,28 @@ impl std::fmt::Debug for InnerPool {
 
 /// Copies bytes between the application and the upstream until both close,
 /// then records the connection's end. `cancel` (e.g. drain) ends it early.
-pub async fn proxy<C: ProxyIo + ?Sized>(client: &mut C, established: Established) {
-    let Established { upstream, recorder } = established;
-    let observer = recorder.observer(false);
-    let result = match upstream {
-        Upstream::Tcp(mut s) => zs_hbone::copy::copy_bidirectional(client, &mut s, &observer).await,
-        Upstream::Hbone(mut s) => {
-            zs_hbone::copy::copy_bidirectional(client, &mut s, &observer).await
+pub fn proxy<C: ProxyIo + ?Sized>(
+    client: &mut C,
+    established: Established,
+) -> impl Future<Output = ()> + '_ {
+    // This future is what an idle proxied connection is made of, so it holds
+    // each piece once: the parts are taken apart before the async block
+    // captures them and are only borrowed inside. (An `async fn` keeps its
+    // arguments for its whole life; a moved-out copy would sit beside them.)
+    let Established {
+        mut upstream,
+        recorder,
+    } = established;
+    async move {
+        let observer = recorder.observer(false);
+        let result = match &mut upstream {
+            Upstream::Tcp(s) => zs_hbone::copy::copy_bidirectional(client, s, &observer).await,
+            Upstream::Hbone(s) => zs_hbone::copy::copy_bidirectional(client, s, &observer).await,
+        };
+        match result {
+            Ok(totals) => recorder.finish(totals, ResponseFlags::None, None),
+            Err(e) => recorder.finish((0, 0), ResponseFlags::Connect, Some(&e.to_string())),
         }
-    };
-    match result {
-        Ok(totals) => recorder.finish(totals, ResponseFlags::None, None),
-        Err(e) => recorder.finish((0, 0), ResponseFlags::Connect, Some(&e.to_string())),
     }
 }
 

@@ -36,11 +36,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// (each holds a drain watch, so the drain waits for them).
 pub async fn serve(ctx: Arc<ProxyContext>, listener: TcpListener, drain: DrainWatch) {
     accept_until_drained(listener, drain, "socks5", move |stream, peer, watch| {
-        let ctx = ctx.clone();
-        async move {
-            handle(&ctx, stream, peer).await;
-            drop(watch);
-        }
+        handle(ctx.clone(), stream, peer, watch)
     })
     .await;
 }
@@ -89,12 +85,24 @@ fn reply_for(code: u8) -> ReplyError {
     }
 }
 
-/// Serves one SOCKS5 client.
-pub async fn handle(ctx: &ProxyContext, stream: TcpStream, peer: SocketAddr) {
-    // Negotiation and connect run in a boxed future that is freed when they
-    // finish: an idle proxied connection keeps only what the copy needs.
-    if let Some((mut client, established)) = Box::pin(negotiate(ctx, stream, peer)).await {
+/// Serves one SOCKS5 client, holding `hold` (a drain watch) until it is done.
+/// The returned future is the connection's task.
+pub fn handle(
+    ctx: Arc<ProxyContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    hold: impl Send + 'static,
+) -> impl Future<Output = ()> + Send + 'static {
+    // Negotiation and connect run in a boxed future that takes the socket and
+    // is freed when they finish: an idle proxied connection keeps only what
+    // the copy needs. (An `async fn` would keep its arguments for its whole life.)
+    let setup = Box::pin(async move { negotiate(&ctx, stream, peer).await });
+    async move {
+        let Some((mut client, established)) = setup.await else {
+            return;
+        };
         outbound::proxy(&mut client, established).await;
+        drop(hold);
     }
 }
 
@@ -173,9 +181,9 @@ mod tests {
         let std_stream = std::net::TcpStream::connect(addr).unwrap();
         std_stream.set_nonblocking(true).unwrap();
         let stream = tokio::net::TcpStream::from_std(std_stream).unwrap();
-        let fut = super::handle(&ctx, stream, addr);
+        let fut = super::handle(ctx, stream, addr, ());
         assert!(
-            size(&fut) <= 1024,
+            size(&fut) <= 512,
             "socks5::handle future is {} bytes",
             size(&fut)
         );

@@ -118,7 +118,7 @@ impl Relay {
 }
 
 impl ConnectHandler for Relay {
-    async fn handle(&self, req: IncomingConnect) {
+    async fn handle(self: Arc<Self>, req: IncomingConnect) {
         let authority = req.authority().unwrap_or("-").to_string();
         let identity = req
             .peer_identity()

@@ -93,7 +93,7 @@ where
     F: Fn(IncomingConnect) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    fn handle(&self, req: IncomingConnect) -> impl Future<Output = ()> + Send {
+    fn handle(self: Arc<Self>, req: IncomingConnect) -> impl Future<Output = ()> + Send + 'static {
         (self.0)(req)
     }
 }
