@@ -38,7 +38,11 @@ done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-cargo build --release --quiet -p ztunnel-sidecar -p zs-benches --bin ztunnel-sidecar --bin loadgen
+if [ -n "$SIDECAR" ]; then
+  cargo build --release --quiet -p zs-benches --bin loadgen
+else
+  cargo build --release --quiet -p ztunnel-sidecar -p zs-benches --bin ztunnel-sidecar --bin loadgen
+fi
 BIN="$ROOT/target/release"
 SIDECAR=$(realpath "${SIDECAR:-$BIN/ztunnel-sidecar}")
 mkdir -p "$OUT"
