@@ -48,15 +48,21 @@ pub fn hbone_server_name() -> ServerName<'static> {
 }
 
 /// The crypto provider: ring, with cipher suites restricted to AES-GCM.
+///
+/// AES-128-GCM comes first, as in BoringSSL (Envoy, so Istio's sidecars and
+/// gateways) and Go: it is what those peers negotiate in TLS 1.3, and it is
+/// the cheaper of the two on the data path (AES was ~18 % of a sidecar's CPU
+/// in a bulk-transfer profile with AES-256). A server honours the client's
+/// order, so a peer that prefers AES-256 (upstream ztunnel) still gets it.
 pub(crate) fn provider(tls12: bool) -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite as cs;
-    let mut cipher_suites = vec![cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_AES_128_GCM_SHA256];
+    let mut cipher_suites = vec![cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384];
     if tls12 {
         cipher_suites.extend([
-            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
             cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
             cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
         ]);
     }
     Arc::new(CryptoProvider {

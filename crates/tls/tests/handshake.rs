@@ -136,7 +136,7 @@ async fn negotiated_cipher_suite_is_aes_gcm() {
         .negotiated_cipher_suite()
         .unwrap()
         .suite();
-    assert_eq!(suite, rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+    assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
 }
 
 #[tokio::test]
