@@ -50,86 +50,8 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RAW="$OUT/compare-$STAMP.jsonl"
 : > "$RAW"
 
-SUF=$$
-C="zsb-c-$SUF"
-S="zsb-s-$SUF"
-WORK=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  ip netns del "$C" 2>/dev/null || true
-  ip netns del "$S" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-ip netns add "$C"
-ip netns add "$S"
-ip -n "$C" link set lo up
-ip -n "$S" link set lo up
-ip link add "zsbc$SUF" netns "$C" type veth peer name "zsbs$SUF" netns "$S"
-ip -n "$C" addr add 10.77.0.1/24 dev "zsbc$SUF"
-ip -n "$S" addr add 10.77.0.2/24 dev "zsbs$SUF"
-ip -n "$C" link set "zsbc$SUF" up
-ip -n "$S" link set "zsbs$SUF" up
-# Connection-rate runs open tens of thousands of connections; without these, the
-# kernel's search for a free ephemeral port among TIME_WAIT sockets becomes the
-# thing being measured. The range stays above the proxies' ports (150xx): a
-# TIME_WAIT left on 15020 by the direct run would keep a proxy from binding it.
-for ns in "$C" "$S"; do
-  ip netns exec "$ns" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="16000 65000"
-done
-
-"$BIN/loadgen" pki --dir "$WORK/pki" --identity bench/client --identity bench/server >/dev/null
-cat > "$WORK/mesh.yaml" <<EOF
-workloads:
-- uid: bench//Pod/bench/client
-  name: client
-  namespace: bench
-  serviceAccount: client
-  trustDomain: cluster.local
-  workloadIps: ["10.77.0.1"]
-  protocol: HBONE
-  services: {}
-- uid: bench//Pod/bench/server
-  name: server
-  namespace: bench
-  serviceAccount: server
-  trustDomain: cluster.local
-  workloadIps: ["10.77.0.2"]
-  protocol: HBONE
-  services: {}
-policies: []
-services: []
-EOF
-
-ip netns exec "$S" "$BIN/loadgen" server --echo 0.0.0.0:9000 --sink 0.0.0.0:9001 2>/dev/null &
-PIDS+=($!)
-sleep 0.3
-
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-
-wait_ready() { # netns
-  for _ in $(seq 1 200); do
-    if ip netns exec "$1" env READINESS_ADDR=127.0.0.1:15021 "$SIDECAR" healthcheck >/dev/null 2>&1; then return 0; fi
-    sleep 0.05
-  done
-  echo "proxy in $1 did not become ready; its log:" >&2
-  tail -n 20 "$WORK"/*.log >&2 2>/dev/null || true
-  return 1
-}
-
-start_ours() { # -> sets PA PB
-  ip netns exec "$C" env -i PROXY_WORKLOAD_INFO=bench/client/client CERT_DIR="$WORK/pki/bench-client" \
-    LOCAL_XDS_PATH="$WORK/mesh.yaml" RUST_LOG=info "$SIDECAR" >"$WORK/ours-c.log" 2>&1 &
-  PA=$!; PIDS+=($PA)
-  ip netns exec "$S" env -i PROXY_WORKLOAD_INFO=bench/server/server CERT_DIR="$WORK/pki/bench-server" \
-    LOCAL_XDS_PATH="$WORK/mesh.yaml" INBOUND_DELIVERY=task-ip RUST_LOG=info "$SIDECAR" >"$WORK/ours-s.log" 2>&1 &
-  PB=$!; PIDS+=($PB)
-  wait_ready "$C"; wait_ready "$S"
-}
+# shellcheck source=benches/topology.sh
+. "$ROOT/benches/topology.sh"
 
 start_ztunnel() { # -> sets PA PB
   for side in c s; do mkdir -p "$WORK/zt-$side"; done
@@ -182,6 +104,11 @@ memory() { # label
   echo "{\"test\":\"idle_connections\",\"connections\":$IDLE_CONNS,\"client_kib_before\":$a0,\"client_kib_during\":$a1,\"server_kib_before\":$b0,\"server_kib_during\":$b1,\"client_bytes_per_conn\":$(( (a1 - a0) * 1024 / IDLE_CONNS )),\"server_bytes_per_conn\":$(( (b1 - b0) * 1024 / IDLE_CONNS ))}" | record "$label"
 }
 
+after_load() { # label: what the proxies hold once the suite is over and its connections closed
+  sleep 2
+  echo "{\"test\":\"rss_after_load\",\"client_kib\":$(rss_kib "$PA"),\"server_kib\":$(rss_kib "$PB")}" | record "$1"
+}
+
 echo "== direct TCP" >&2
 suite direct
 
@@ -189,6 +116,7 @@ echo "== ztunnel-sidecar" >&2
 start_ours
 memory ztunnel-sidecar
 suite ztunnel-sidecar 127.0.0.1:15080
+after_load ztunnel-sidecar
 stop_proxies
 
 if [ -n "$ZTUNNEL" ]; then
@@ -196,6 +124,7 @@ if [ -n "$ZTUNNEL" ]; then
   start_ztunnel
   memory ztunnel
   suite ztunnel 127.0.0.1:15080
+  after_load ztunnel
   stop_proxies
 fi
 

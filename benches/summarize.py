@@ -32,6 +32,8 @@ def main(path):
         ("connect-request-close p50 (µs)", "crr", "p50_us", None),
         ("idle RSS, client side (KiB)", "rss_idle", "client_kib", None),
         ("idle RSS, server side (KiB)", "rss_idle", "server_kib", None),
+        ("RSS after the suite, client side (KiB)", "rss_after_load", "client_kib", None),
+        ("RSS after the suite, server side (KiB)", "rss_after_load", "server_kib", None),
         ("memory per idle connection, client side (bytes)", "idle_connections", "client_bytes_per_conn", None),
         ("memory per idle connection, server side (bytes)", "idle_connections", "server_bytes_per_conn", None),
     ]
@@ -75,6 +77,11 @@ def main(path):
         rss_zt = [med("ztunnel", "rss_idle", f) for f in ("client_kib", "server_kib")]
         if None not in rss_ours + rss_zt:
             row("idle RSS vs ztunnel", sum(rss_ours) / sum(rss_zt), "≤ 0.5", lambda v: v <= 0.5)
+        after_ours = [med("ztunnel-sidecar", "rss_after_load", f) for f in ("client_kib", "server_kib")]
+        after_zt = [med("ztunnel", "rss_after_load", f) for f in ("client_kib", "server_kib")]
+        if None not in after_ours + after_zt:
+            # No target: shown so that idle RSS is not read as the whole story.
+            print(f"| RSS after the suite vs ztunnel (no target) | {sum(after_ours) / sum(after_zt):.2f} | — | — |")
         for side in ("client", "server"):
             v = med("ztunnel-sidecar", "idle_connections", f"{side}_bytes_per_conn")
             if v is not None:
