@@ -139,6 +139,44 @@ async fn negotiated_cipher_suite_is_aes_gcm() {
     assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
 }
 
+/// Upstream ztunnel lists AES-256-GCM first; our server follows the client's
+/// order, so that is what such a client gets.
+#[tokio::test]
+async fn server_follows_a_client_that_prefers_aes_256() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let ca = TestCa::new();
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86_400);
+    let client = ca.issue_valid(&id(CLIENT), now - day, now + day);
+    let chain: Vec<CertificateDer<'static>> = client.cert.chain_der().to_vec();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::CryptoProvider {
+        cipher_suites: vec![cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_AES_128_GCM_SHA256],
+        ..rustls::crypto::ring::default_provider()
+    });
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(TrustAnything(provider)))
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let server = zs_tls::server_config(&ca.issue(&id(SERVER)), &TlsOptions::default()).unwrap();
+    let outcome = handshake(Arc::new(config), server).await;
+    let suite = outcome
+        .server
+        .as_ref()
+        .expect("server handshake")
+        .get_ref()
+        .1
+        .negotiated_cipher_suite()
+        .unwrap()
+        .suite();
+    assert_eq!(suite, rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+    assert_eq!(outcome.exchange().await.1.ok(), Some(()));
+}
+
 #[tokio::test]
 async fn client_accepts_when_any_expected_identity_matches() {
     let ca = TestCa::new();
