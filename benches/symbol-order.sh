@@ -56,13 +56,7 @@ traced() { # netns name -- env...: runs the sidecar under the tracer
   PIDS+=($!)
 }
 
-ready() { # netns: waits (long: every first call stops in the tracer)
-  for _ in $(seq 1 600); do
-    ip netns exec "$1" env READINESS_ADDR=127.0.0.1:15021 "$SIDECAR" healthcheck >/dev/null 2>&1 && return 0
-    sleep 0.5
-  done
-  echo "sidecar in $1 did not become ready" >&2; tail -n 20 "$WORK"/*.log >&2; return 1
-}
+ready() { wait_ready "$1" 600 0.5; } # long: every first call stops in the tracer
 
 drive() { # the traffic every configuration sees
   local L=(ip netns exec "$C" "$BIN/loadgen")

@@ -68,10 +68,10 @@ sleep 0.3
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-wait_ready() { # netns
-  for _ in $(seq 1 200); do
+wait_ready() { # netns [attempts] [interval]: default 10 s
+  for _ in $(seq 1 "${2:-200}"); do
     if ip netns exec "$1" env READINESS_ADDR=127.0.0.1:15021 "$SIDECAR" healthcheck >/dev/null 2>&1; then return 0; fi
-    sleep 0.05
+    sleep "${3:-0.05}"
   done
   echo "proxy in $1 did not become ready; its log:" >&2
   tail -n 20 "$WORK"/*.log >&2 2>/dev/null || true

@@ -70,11 +70,6 @@ impl<T> ReadBuffered<T> {
         }
     }
 
-    /// The wrapped transport.
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
-
     /// Bytes read from the transport and not yet handed up.
     pub fn buffered(&self) -> usize {
         self.end - self.pos

@@ -150,15 +150,11 @@ async fn server_follows_a_client_that_prefers_aes_256() {
     let client = ca.issue_valid(&id(CLIENT), now - day, now + day);
     let chain: Vec<CertificateDer<'static>> = client.cert.chain_der().to_vec();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(client.key_pem.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::CryptoProvider {
+    let provider = rustls::crypto::CryptoProvider {
         cipher_suites: vec![cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_AES_128_GCM_SHA256],
         ..rustls::crypto::ring::default_provider()
-    });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(TrustAnything(provider)))
+    };
+    let mut config = trusting_client(provider, &[&rustls::version::TLS13])
         .with_client_auth_cert(chain, key)
         .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -409,16 +405,24 @@ impl rustls::client::danger::ServerCertVerifier for TrustAnything {
     }
 }
 
-fn anonymous_client(
+/// A client configuration that accepts any server, up to the client-auth choice.
+fn trusting_client(
+    provider: rustls::crypto::CryptoProvider,
     versions: &[&'static rustls::SupportedProtocolVersion],
-) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+    let provider = Arc::new(provider);
+    rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(TrustAnything(provider)))
-        .with_no_client_auth();
+}
+
+fn anonymous_client(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
+    let mut config =
+        trusting_client(rustls::crypto::ring::default_provider(), versions).with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     Arc::new(config)
 }
