@@ -20,7 +20,7 @@ def main(path):
         vals = [r[field] for r in by.get((proxy, test, conns), []) if field in r]
         return statistics.median(vals) if vals else None
 
-    proxies = [p for p in ("direct", "ztunnel-sidecar", "ztunnel") if any(k[0] == p for k in by)]
+    proxies = [p for p in ("direct", "relay", "tls-relay", "ztunnel-sidecar", "ztunnel") if any(k[0] == p for k in by)]
     print("| measure | " + " | ".join(proxies) + " |")
     print("|---|" + "---|" * len(proxies))
     lines = [
@@ -73,6 +73,17 @@ def main(path):
         ours, zt = med("ztunnel-sidecar", "rr", "p50_us"), med("ztunnel", "rr", "p50_us")
         if None not in (d, ours, zt):
             row("p50 latency added over direct, vs ztunnel's", ratio(ours - d, zt - d), "≤ 0.8", lambda v: v <= 0.8)
+        # What the floors allow: the best ratio against ztunnel that any proxy
+        # pair could reach on this topology (plain relays), and any that
+        # encrypts (TLS relays). A target beyond these is beyond the topology.
+        for floor in ("relay", "tls-relay"):
+            for conns in (1, 4):
+                v = ratio(med(floor, "throughput", "mbit_per_s", conns), med("ztunnel", "throughput", "mbit_per_s", conns))
+                if v is not None:
+                    print(f"| ceiling: {floor} throughput vs ztunnel ({conns} conn) | {v:.2f} | — | — |")
+            f = med(floor, "rr", "p50_us")
+            if None not in (d, f, zt):
+                print(f"| floor: {floor} p50 added over direct, vs ztunnel's | {ratio(f - d, zt - d):.2f} | — | — |")
         rss_ours = [med("ztunnel-sidecar", "rss_idle", f) for f in ("client_kib", "server_kib")]
         rss_zt = [med("ztunnel", "rss_idle", f) for f in ("client_kib", "server_kib")]
         if None not in rss_ours + rss_zt:

@@ -7,6 +7,11 @@
 //! * `crr` — connect → request → response → close rate with C workers;
 //! * `idle` — open N connections and hold them, for memory measurements;
 //! * `server` — the echo and sink servers the others talk to;
+//! * `relay` — a minimal TCP forwarder, optionally with mutual TLS between two
+//!   relays (no HTTP/2): run in place of the two proxies, it gives the floor
+//!   any proxy pair pays on this topology (two extra userspace hops, and with
+//!   `--tls-*` the record encryption too), so proxy overhead can be read as
+//!   what is inherent and what is not;
 //! * `pki` — certificate directories (`cert-chain.pem`, `key.pem`,
 //!   `root-cert.pem`) from a throwaway CA, for sidecars under test.
 //!
@@ -24,6 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 const USAGE: &str = "\
 usage:
   loadgen server --echo ADDR --sink ADDR
+  loadgen relay --route LISTEN=TO [--route ...] [--tls-connect CERTDIR --peer NS/SA | --tls-accept CERTDIR]
   loadgen throughput --target HOST:PORT [--socks5 ADDR] [--connections N] [--duration SECS]
   loadgen rr --target HOST:PORT [--socks5 ADDR] [--size BYTES] [--count N]
   loadgen crr --target HOST:PORT [--socks5 ADDR] [--concurrency C] [--duration SECS] [--size BYTES]
@@ -331,6 +337,108 @@ async fn idle(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The TLS end of a relay, if any: connect with TLS to the next relay, or
+/// accept TLS from the previous one. The same rustls settings as the sidecar's
+/// HBONE (zs-tls configurations, mutual authentication, SPIFFE identity check)
+/// and the same read-ahead under TLS, minus HTTP/2.
+enum RelayTls {
+    None,
+    Connect(Arc<tokio_rustls::rustls::ClientConfig>),
+    Accept(Arc<tokio_rustls::rustls::ServerConfig>),
+}
+
+fn load_cert(dir: &str) -> anyhow::Result<zs_tls::WorkloadCertificate> {
+    let dir = std::path::Path::new(dir);
+    let read =
+        |f: &str| std::fs::read(dir.join(f)).with_context(|| format!("{}/{f}", dir.display()));
+    Ok(zs_tls::WorkloadCertificate::from_pem(
+        &read("cert-chain.pem")?,
+        &read("key.pem")?,
+        &read("root-cert.pem")?,
+    )?)
+}
+
+async fn relay(args: &Args) -> anyhow::Result<()> {
+    let opts = zs_tls::TlsOptions::default();
+    let tls = match (args.get("--tls-connect"), args.get("--tls-accept")) {
+        (Some(_), Some(_)) => bail!("--tls-connect and --tls-accept are exclusive"),
+        (Some(dir), None) => {
+            let (ns, sa) = args
+                .required("--peer")?
+                .split_once('/')
+                .context("--peer NAMESPACE/SERVICEACCOUNT")?;
+            let peer = zs_identity::Identity::new("cluster.local", ns, sa)?;
+            RelayTls::Connect(zs_tls::client_config(&load_cert(dir)?, vec![peer], &opts)?)
+        }
+        (None, Some(dir)) => RelayTls::Accept(zs_tls::server_config(&load_cert(dir)?, &opts)?),
+        (None, None) => RelayTls::None,
+    };
+    let tls = Arc::new(tls);
+    let routes = args.all("--route");
+    if routes.is_empty() {
+        bail!("at least one --route is required\n{USAGE}");
+    }
+    for route in &routes {
+        let (listen, to) = route.split_once('=').context("--route LISTEN=TO")?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("bind {listen}"))?;
+        let to: SocketAddr = to.parse().with_context(|| format!("--route target {to}"))?;
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            loop {
+                let (inbound, _) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        eprintln!("relay accept: {e}");
+                        continue;
+                    }
+                };
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = relay_one(inbound, to, &tls).await {
+                        eprintln!("relay to {to}: {e:#}");
+                    }
+                });
+            }
+        });
+    }
+    eprintln!("relaying {} route(s) until killed", routes.len());
+    std::future::pending().await
+}
+
+async fn relay_one(inbound: TcpStream, to: SocketAddr, tls: &RelayTls) -> anyhow::Result<()> {
+    use tokio::io::copy_bidirectional_with_sizes as copy;
+    const BUF: usize = 256 * 1024;
+    inbound.set_nodelay(true)?;
+    let outbound = TcpStream::connect(to).await?;
+    outbound.set_nodelay(true)?;
+    match tls {
+        RelayTls::None => {
+            let (mut a, mut b) = (inbound, outbound);
+            copy(&mut a, &mut b, BUF, BUF).await?;
+        }
+        RelayTls::Connect(config) => {
+            let mut b = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(
+                    zs_tls::hbone_server_name(),
+                    zs_hbone::ReadBuffered::new(outbound),
+                )
+                .await?;
+            let mut a = inbound;
+            copy(&mut a, &mut b, BUF, BUF).await?;
+        }
+        RelayTls::Accept(config) => {
+            let mut a = tokio_rustls::TlsAcceptor::from(config.clone())
+                .accept(zs_hbone::ReadBuffered::new(inbound))
+                .await?;
+            let mut b = outbound;
+            copy(&mut a, &mut b, BUF, BUF).await?;
+        }
+    }
+    Ok(())
+}
+
 fn pki(args: &Args) -> anyhow::Result<()> {
     use zs_tls::ca::CertificateAuthority;
     let dir = std::path::PathBuf::from(args.required("--dir")?);
@@ -380,6 +488,7 @@ async fn main() -> anyhow::Result<()> {
         "rr" => rr(&args).await,
         "crr" => crr(&args).await,
         "idle" => idle(&args).await,
+        "relay" => relay(&args).await,
         "pki" => pki(&args),
         _ => {
             eprint!("{USAGE}");
