@@ -59,6 +59,10 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// TCP connect timeout (10 s).
     pub connect_timeout: Duration,
+    /// Connections per destination that concurrent streams are spread over
+    /// before any is shared (1, ztunnel's: share one connection until full).
+    /// A sidecar sets its data-plane thread count here.
+    pub parallel_connections: usize,
 }
 
 impl Default for PoolConfig {
@@ -66,6 +70,7 @@ impl Default for PoolConfig {
         PoolConfig {
             idle_timeout: Duration::from_secs(5 * 60),
             connect_timeout: Duration::from_secs(10),
+            parallel_connections: 1,
         }
     }
 }

@@ -24,7 +24,9 @@
 //!
 //! Defaults ([`H2Config`], [`PoolConfig`]) are ztunnel's: 4 MiB stream and
 //! 16 MiB connection windows, 1 MiB frames, 100 streams per pooled connection,
-//! PING keepalive every 10 s with a 20 s timeout, 5 minute pool idle timeout.
+//! PING keepalive every 10 s with a 20 s timeout, 5 minute pool idle timeout,
+//! one connection per key shared until full (the sidecar spreads concurrent
+//! streams over one connection per data-plane thread first).
 
 mod client;
 mod config;

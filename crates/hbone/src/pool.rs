@@ -12,6 +12,15 @@
 //!   below its stream limit, `min(max_streams_per_connection, server's
 //!   SETTINGS_MAX_CONCURRENT_STREAMS)`; when every connection is full the next
 //!   request dials another;
+//! * up to [`PoolConfig::parallel_connections`] connections, streams are
+//!   spread: a request finding every connection busy (one stream or more)
+//!   dials another rather than joining one, then requests go to the connection
+//!   with the fewest streams. One HTTP/2 connection is one task, so every
+//!   stream on it is framed, encrypted and written by one thread at a time;
+//!   spreading lets concurrent transfers to one destination use each of the
+//!   data plane's threads, as Envoy's per-worker pools do. With 1 (ztunnel's
+//!   behaviour) a connection is shared until full. If the extra dial fails, the
+//!   request joins a busy connection instead;
 //! * a connection not handed out for `idle_timeout` leaves the pool and closes
 //!   once its last stream ends.
 
@@ -127,17 +136,45 @@ struct Entry {
     dial: tokio::sync::Mutex<()>,
 }
 
+/// What [`Entry::checkout`] found.
+enum Checkout {
+    /// A connection to use, with a stream slot taken on it.
+    Use(H2Connection, StreamSlot),
+    /// Every connection with room is busy and another may be dialed; the one
+    /// with the fewest streams is there to fall back on if that dial fails.
+    Busy(H2Connection),
+    /// No connection can take a stream: dial.
+    Full,
+}
+
 impl Entry {
-    /// A ready connection below its stream limit, with a slot taken on it.
+    /// The ready connection with the fewest streams, below its stream limit,
+    /// with a slot taken on it — unless it is busy and fewer than `parallel`
+    /// connections exist, in which case the caller should dial another.
     /// Connections that are no longer ready are dropped from the list here.
-    fn checkout(&self) -> Option<(H2Connection, StreamSlot)> {
+    fn checkout(&self, parallel: usize) -> Checkout {
         let mut conns = lock(&self.conns);
         conns.retain(H2Connection::is_ready);
-        conns.iter().find_map(|conn| {
-            let slot = conn.try_reserve()?;
-            conn.touch();
-            Some((conn.clone(), slot))
-        })
+        let mut room = conns.len() < parallel;
+        loop {
+            let Some(conn) = conns
+                .iter()
+                .filter(|c| c.active_streams() < c.max_streams())
+                .min_by_key(|c| c.active_streams())
+            else {
+                return Checkout::Full;
+            };
+            if room && conn.active_streams() > 0 {
+                return Checkout::Busy(conn.clone());
+            }
+            // Another thread may take the last slot between the look and the
+            // reservation; then look again, without dialing for it.
+            if let Some(slot) = conn.try_reserve() {
+                conn.touch();
+                return Checkout::Use(conn.clone(), slot);
+            }
+            room = false;
+        }
     }
 }
 
@@ -172,19 +209,31 @@ impl<C: Connector> Pool<C> {
         req: ConnectRequest,
     ) -> Result<(H2Stream, http::response::Parts), HboneError> {
         let entry = self.entry(&key);
-        if let Some((conn, slot)) = entry.checkout() {
+        let parallel = self.inner.cfg.parallel_connections;
+        if let Checkout::Use(conn, slot) = entry.checkout(parallel) {
             return conn.send_reserved(slot, req).await;
         }
         let dial_guard = entry.dial.lock().await;
         // Whoever held the lock before us may have just added a connection.
-        if let Some((conn, slot)) = entry.checkout() {
-            drop(dial_guard);
-            return conn.send_reserved(slot, req).await;
-        }
+        let fallback = match entry.checkout(parallel) {
+            Checkout::Use(conn, slot) => {
+                drop(dial_guard);
+                return conn.send_reserved(slot, req).await;
+            }
+            Checkout::Busy(conn) => Some(conn),
+            Checkout::Full => None,
+        };
         let conn = match self.dial(&key, tls).await {
             Ok(conn) => conn,
             Err(e) => {
                 drop(dial_guard);
+                // Spreading is an optimization: a busy connection still serves.
+                if let Some((conn, slot)) =
+                    fallback.and_then(|c| Some((c.clone(), c.try_reserve()?)))
+                {
+                    debug!(%key, error = %e, "extra HBONE connection failed; sharing a busy one");
+                    return conn.send_reserved(slot, req).await;
+                }
                 self.inner.forget_if_unused(&key, entry);
                 return Err(e);
             }

@@ -225,6 +225,112 @@ async fn stream_limit_opens_a_second_connection() {
     assert_eq!(connector.dials.load(Ordering::SeqCst), 2);
 }
 
+fn parallel_pool<C: zs_hbone::Connector>(connector: C) -> Pool<C> {
+    let cfg = PoolConfig {
+        parallel_connections: 2,
+        ..PoolConfig::default()
+    };
+    Pool::with_connector(H2Config::default(), cfg, connector)
+}
+
+#[tokio::test]
+async fn parallel_connections_spread_concurrent_streams() {
+    let mesh = Mesh::new();
+    let server = TestServer::start(&mesh, H2Config::default(), echo_handler()).await;
+    let connector = CountingConnector::default();
+    let pool = parallel_pool(connector.clone());
+    // One request at a time never finds the connection busy: one connection.
+    for i in 0..3u8 {
+        let (mut s, _) = mesh.send(&pool, server.addr, "10.0.0.1:80").await.unwrap();
+        echo_roundtrip(&mut s, &[i; 8]).await;
+    }
+    assert_eq!(connector.dials.load(Ordering::SeqCst), 1);
+    // A second request while the first stream is open dials a second connection.
+    let (mut a, _) = mesh.send(&pool, server.addr, "10.0.0.1:80").await.unwrap();
+    let (mut b, _) = mesh.send(&pool, server.addr, "10.0.0.1:80").await.unwrap();
+    assert_eq!(connector.dials.load(Ordering::SeqCst), 2);
+    assert_eq!(server.accepted(), 2);
+    // Past the parallel count, requests share: no third connection.
+    let (mut c, _) = mesh.send(&pool, server.addr, "10.0.0.1:80").await.unwrap();
+    let (mut d, _) = mesh.send(&pool, server.addr, "10.0.0.1:80").await.unwrap();
+    assert_eq!(connector.dials.load(Ordering::SeqCst), 2);
+    assert_eq!(pool.connections(), 2);
+    for s in [&mut a, &mut b, &mut c, &mut d] {
+        echo_roundtrip(s, b"spread").await;
+    }
+}
+
+#[tokio::test]
+async fn parallel_connections_fan_out_of_a_burst() {
+    let mesh = Arc::new(Mesh::new());
+    let server = TestServer::start(&mesh, H2Config::default(), echo_handler()).await;
+    let connector = CountingConnector::default();
+    let pool = parallel_pool(connector.clone());
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let (pool, mesh, addr) = (pool.clone(), mesh.clone(), server.addr);
+        tasks.push(tokio::spawn(async move {
+            let (mut s, _) = mesh.send(&pool, addr, "10.0.0.1:80").await.unwrap();
+            echo_roundtrip(&mut s, &[i; 10]).await;
+            s
+        }));
+    }
+    let mut streams = Vec::new();
+    for t in tasks {
+        streams.push(t.await.unwrap());
+    }
+    // Dials are still one at a time per key, and stop at the parallel count.
+    assert_eq!(connector.dials.load(Ordering::SeqCst), 2);
+    assert_eq!(server.accepted(), 2);
+}
+
+/// Dials through a [`CountingConnector`] until `limit` dials, then refuses.
+#[derive(Clone)]
+struct RefusingAfter {
+    inner: CountingConnector,
+    limit: usize,
+}
+
+impl zs_hbone::Connector for RefusingAfter {
+    type Io = <CountingConnector as zs_hbone::Connector>::Io;
+
+    async fn connect(&self, dst: std::net::SocketAddr) -> std::io::Result<Self::Io> {
+        if self.inner.dials.load(Ordering::SeqCst) >= self.limit {
+            return Err(std::io::ErrorKind::ConnectionRefused.into());
+        }
+        self.inner.connect(dst).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_extra_connection_falls_back_to_a_busy_one() {
+    let mesh = Mesh::new();
+    let server = TestServer::start(&mesh, H2Config::default(), echo_handler()).await;
+    let connector = CountingConnector::default();
+    let pool = parallel_pool(RefusingAfter {
+        inner: connector.clone(),
+        limit: 1,
+    });
+    let (mut a, _) = mesh.send(&pool, server.addr, "10.0.0.1:80").await.unwrap();
+    // The second connection is refused; the request shares the first instead.
+    let (mut b, _) = mesh.send(&pool, server.addr, "10.0.0.1:80").await.unwrap();
+    echo_roundtrip(&mut a, b"first").await;
+    echo_roundtrip(&mut b, b"shared after a refused dial").await;
+    assert_eq!(server.accepted(), 1);
+    assert_eq!(pool.connections(), 1);
+    // Without a connection to fall back on, the refusal is the answer.
+    drop((a, b));
+    let fresh = parallel_pool(RefusingAfter {
+        inner: CountingConnector::default(),
+        limit: 0,
+    });
+    let err = mesh
+        .send(&fresh, server.addr, "10.0.0.1:80")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HboneError::Connect { .. }), "{err}");
+}
+
 #[tokio::test]
 async fn server_stream_limit_lowers_the_pool_limit() {
     let mesh = Mesh::new();

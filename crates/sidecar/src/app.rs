@@ -192,6 +192,9 @@ async fn run_async(
         authz_info_logging: config.authz_info_logging,
         pool: zs_hbone::PoolConfig {
             idle_timeout: config.http2.pool_unused_release_timeout,
+            // One connection per data-plane thread before any is shared, so
+            // concurrent transfers to one peer are encrypted in parallel.
+            parallel_connections: config.worker_threads,
             ..Default::default()
         },
         own_listeners: [config.socks5_addr, config.http_proxy_addr]
