@@ -78,11 +78,17 @@ wait_ready() { # netns [attempts] [interval]: default 10 s
   return 1
 }
 
+# The sidecar runs with the environment its image sets (the ENV lines of
+# docker/Dockerfile.scratch other than PATH), as it would in a task.
+IMAGE_ENV=()
+while read -r kv; do IMAGE_ENV+=("$kv"); done < <(sed -n 's/^ENV \([A-Z_]*=.*\)/\1/p' \
+  "$(dirname "${BASH_SOURCE[0]}")/../docker/Dockerfile.scratch" | grep -v '^PATH=')
+
 start_ours() { # -> sets PA PB
-  ip netns exec "$C" env -i PROXY_WORKLOAD_INFO=bench/client/client CERT_DIR="$WORK/pki/bench-client" \
+  ip netns exec "$C" env -i "${IMAGE_ENV[@]}" PROXY_WORKLOAD_INFO=bench/client/client CERT_DIR="$WORK/pki/bench-client" \
     LOCAL_XDS_PATH="$WORK/mesh.yaml" RUST_LOG=info "$SIDECAR" >"$WORK/ours-c.log" 2>&1 &
   PA=$!; PIDS+=($PA)
-  ip netns exec "$S" env -i PROXY_WORKLOAD_INFO=bench/server/server CERT_DIR="$WORK/pki/bench-server" \
+  ip netns exec "$S" env -i "${IMAGE_ENV[@]}" PROXY_WORKLOAD_INFO=bench/server/server CERT_DIR="$WORK/pki/bench-server" \
     LOCAL_XDS_PATH="$WORK/mesh.yaml" INBOUND_DELIVERY=task-ip RUST_LOG=info "$SIDECAR" >"$WORK/ours-s.log" 2>&1 &
   PB=$!; PIDS+=($PB)
   wait_ready "$C"; wait_ready "$S"
