@@ -229,7 +229,7 @@ impl<C: Connector> Pool<C> {
                 drop(dial_guard);
                 // Spreading is an optimization: a busy connection still serves.
                 if let Some((conn, slot)) =
-                    fallback.and_then(|c| Some((c.clone(), c.try_reserve()?)))
+                    fallback.and_then(|c| c.try_reserve().map(|slot| (c, slot)))
                 {
                     debug!(%key, error = %e, "extra HBONE connection failed; sharing a busy one");
                     return conn.send_reserved(slot, req).await;

@@ -127,6 +127,32 @@ async fn pool_reuses_one_connection_for_sequential_requests() {
     assert_eq!(pool.connections(), 1);
 }
 
+/// Opens `n` streams at once from spawned tasks, each checked with an echo of
+/// `size` bytes, and keeps them all open.
+async fn open_concurrently<C: zs_hbone::Connector>(
+    mesh: &Arc<Mesh>,
+    pool: &Pool<C>,
+    addr: std::net::SocketAddr,
+    n: u8,
+    size: usize,
+) -> Vec<zs_hbone::H2Stream> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (pool, mesh) = (pool.clone(), mesh.clone());
+            tokio::spawn(async move {
+                let (mut s, _) = mesh.send(&pool, addr, "10.0.0.1:80").await.unwrap();
+                echo_roundtrip(&mut s, &vec![i; size]).await;
+                s
+            })
+        })
+        .collect();
+    let mut streams = Vec::new();
+    for t in tasks {
+        streams.push(t.await.unwrap());
+    }
+    streams
+}
+
 #[tokio::test]
 async fn pool_reuses_one_connection_for_concurrent_requests() {
     let mesh = Arc::new(Mesh::new());
@@ -135,19 +161,7 @@ async fn pool_reuses_one_connection_for_concurrent_requests() {
     // Establish the connection, then fan out.
     let (mut first, _) = mesh.send(&pool, server.addr, "10.0.0.1:80").await.unwrap();
     echo_roundtrip(&mut first, b"warm").await;
-    let mut tasks = Vec::new();
-    for i in 0..20u8 {
-        let (pool, mesh, addr) = (pool.clone(), mesh.clone(), server.addr);
-        tasks.push(tokio::spawn(async move {
-            let (mut s, _) = mesh.send(&pool, addr, "10.0.0.1:80").await.unwrap();
-            echo_roundtrip(&mut s, &[i; 100]).await;
-            s
-        }));
-    }
-    let mut streams = Vec::new();
-    for t in tasks {
-        streams.push(t.await.unwrap());
-    }
+    let _streams = open_concurrently(&mesh, &pool, server.addr, 20, 100).await;
     assert_eq!(server.accepted(), 1);
     assert_eq!(pool.connections(), 1);
 }
@@ -157,19 +171,7 @@ async fn concurrent_first_requests_dial_once() {
     let mesh = Arc::new(Mesh::new());
     let server = TestServer::start(&mesh, H2Config::default(), echo_handler()).await;
     let (pool, connector) = new_pool(H2Config::default());
-    let mut tasks = Vec::new();
-    for i in 0..16u8 {
-        let (pool, mesh, addr) = (pool.clone(), mesh.clone(), server.addr);
-        tasks.push(tokio::spawn(async move {
-            let (mut s, _) = mesh.send(&pool, addr, "10.0.0.1:80").await.unwrap();
-            echo_roundtrip(&mut s, &[i; 10]).await;
-            s
-        }));
-    }
-    let mut streams = Vec::new();
-    for t in tasks {
-        streams.push(t.await.unwrap());
-    }
+    let _streams = open_concurrently(&mesh, &pool, server.addr, 16, 10).await;
     assert_eq!(connector.dials.load(Ordering::SeqCst), 1);
     assert_eq!(server.accepted(), 1);
 }
@@ -266,19 +268,7 @@ async fn parallel_connections_fan_out_of_a_burst() {
     let server = TestServer::start(&mesh, H2Config::default(), echo_handler()).await;
     let connector = CountingConnector::default();
     let pool = parallel_pool(connector.clone());
-    let mut tasks = Vec::new();
-    for i in 0..8u8 {
-        let (pool, mesh, addr) = (pool.clone(), mesh.clone(), server.addr);
-        tasks.push(tokio::spawn(async move {
-            let (mut s, _) = mesh.send(&pool, addr, "10.0.0.1:80").await.unwrap();
-            echo_roundtrip(&mut s, &[i; 10]).await;
-            s
-        }));
-    }
-    let mut streams = Vec::new();
-    for t in tasks {
-        streams.push(t.await.unwrap());
-    }
+    let _streams = open_concurrently(&mesh, &pool, server.addr, 8, 10).await;
     // Dials are still one at a time per key, and stop at the parallel count.
     assert_eq!(connector.dials.load(Ordering::SeqCst), 2);
     assert_eq!(server.accepted(), 2);
