@@ -10,10 +10,11 @@
 # against the other rows of the same run (machines are noisy: compare within a
 # run, never across runs) and writes raw JSON lines next to it.
 #
-# Unless --no-floors, it also runs two floors in the proxies' places: plain TCP
-# relays and mutually authenticated TLS relays (loadgen relay), which bound what
-# any proxy pair could reach here, so a ratio against ztunnel can be read
-# against what the topology itself allows.
+# Unless --no-floors, it also runs two reference rows in the proxies' places:
+# plain TCP relays (a floor for any proxy pair that copies through user space)
+# and mutually authenticated TLS relays without HTTP/2 (loadgen relay; a plain
+# tokio copy, so a reference point rather than a bound), so a ratio against
+# ztunnel can be read against what the topology itself allows.
 #
 # usage: sudo benches/compare.sh [--ztunnel PATH] [--sidecar PATH] [--duration SECS] [--repeat N] [--out DIR] [--no-floors]
 #                                [--ztunnel-env VAR=VALUE ...]
@@ -112,8 +113,9 @@ suite() { # label [socks5 | relay] [host]: targets are host:9000 (echo) and host
 
 # The floors: two minimal relays in the proxies' places (client side 127.0.0.2,
 # server side 10.77.0.2:1510x), plain TCP between them or mutual TLS with the
-# sidecar's own rustls settings. No proxy pair can beat the plain floor on this
-# topology, and none that encrypts can beat the TLS one.
+# sidecar's own rustls settings. No proxy pair that copies through user space
+# beats the plain floor here; the TLS relay is what a straightforward TLS
+# tunnel without HTTP/2 reaches (a tuned proxy can beat it on throughput).
 relay_floor() { # label [tls]
   local label="$1" tls_c=() tls_s=()
   if [ "${2:-}" = tls ]; then

@@ -8,10 +8,10 @@
 //! * `idle` — open N connections and hold them, for memory measurements;
 //! * `server` — the echo and sink servers the others talk to;
 //! * `relay` — a minimal TCP forwarder, optionally with mutual TLS between two
-//!   relays (no HTTP/2): run in place of the two proxies, it gives the floor
-//!   any proxy pair pays on this topology (two extra userspace hops, and with
-//!   `--tls-*` the record encryption too), so proxy overhead can be read as
-//!   what is inherent and what is not;
+//!   relays (no HTTP/2): run in place of the two proxies, the plain one gives
+//!   the floor of two extra user-space hops on this topology, and the TLS one
+//!   what a straightforward TLS tunnel reaches, so proxy overhead can be read
+//!   as what is inherent and what is not;
 //! * `pki` — certificate directories (`cert-chain.pem`, `key.pem`,
 //!   `root-cert.pem`) from a throwaway CA, for sidecars under test.
 //!
