@@ -8,22 +8,18 @@
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
-use h2::client::SendRequest;
-use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderMap, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::stream::StreamSlot;
-use crate::{H2Config, H2Stream, HboneError, keepalive};
+use crate::conn::{Event, H2Error, Keepalive, Limits, Role, Shared};
+use crate::stream::{StreamRef, StreamSlot};
+use crate::{H2Config, H2Stream, HboneError};
 
 /// The CONNECT request to send.
 #[derive(Clone, Debug, Default)]
@@ -37,10 +33,19 @@ pub struct ConnectRequest {
 /// A handle to an established HBONE client connection. Clones share the connection.
 #[derive(Clone)]
 pub struct H2Connection {
-    send: SendRequest<Bytes>,
+    handle: Arc<ConnHandle>,
     state: Arc<ConnState>,
     peer: Option<SocketAddr>,
     max_streams: usize,
+}
+
+/// Tells the connection when the last handle is gone, so it closes once idle.
+struct ConnHandle(Arc<Shared>);
+
+impl Drop for ConnHandle {
+    fn drop(&mut self) {
+        self.0.handles_gone();
+    }
 }
 
 /// What the connection task and the stream handles share.
@@ -98,57 +103,57 @@ pub async fn connect_to<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handshake = async {
-        let tls_stream = tokio_rustls::TlsConnector::from(tls)
-            .connect(zs_tls::hbone_server_name(), io)
-            .await
-            .map_err(|source| HboneError::TlsHandshake { peer, source })?;
-        h2::client::Builder::new()
-            .initial_window_size(cfg.stream_window)
-            .initial_connection_window_size(cfg.connection_window)
-            .max_frame_size(cfg.max_frame_size)
-            .max_header_list_size(cfg.client_max_header_list)
-            .initial_max_send_streams(usize::from(cfg.max_streams_per_connection))
-            // One window's worth may be queued, so a full window flushes in one go.
-            .max_send_buffer_size(cfg.stream_window as usize)
-            .enable_push(false)
-            .handshake::<_, Bytes>(tls_stream)
-            .await
-            .map_err(|source| HboneError::H2Handshake { peer, source })
-    };
-    let (send, mut conn) = tokio::time::timeout(cfg.handshake_timeout, handshake)
+    let handshake = tokio_rustls::TlsConnector::from(tls).connect(zs_tls::hbone_server_name(), io);
+    let tls_stream = tokio::time::timeout(cfg.handshake_timeout, handshake)
         .await
         .map_err(|_| HboneError::HandshakeTimeout {
             peer,
             timeout: cfg.handshake_timeout,
-        })??;
+        })?
+        .map_err(|source| HboneError::TlsHandshake { peer, source })?;
+    let (io, session) = tls_stream.into_inner();
+    let shared = Shared::new(
+        Role::Client,
+        rustls::Connection::Client(session),
+        Box::new(io),
+        Limits::client(cfg),
+        peer,
+    );
 
-    let state = Arc::new(ConnState::new(conn.max_concurrent_send_streams()));
-    let ping = conn.ping_pong();
+    let state = Arc::new(ConnState::new(usize::from(cfg.max_streams_per_connection)));
     let driver_state = state.clone();
-    let (interval, timeout) = (cfg.keepalive_interval, cfg.keepalive_timeout);
+    let driver = shared.clone();
+    let mut keepalive = Keepalive::new(cfg.keepalive_interval, cfg.keepalive_timeout);
     tokio::spawn(async move {
-        let keepalive = pin!(keepalive::run(ping, interval, timeout));
-        let conn = poll_fn(|cx| {
-            let res = std::pin::Pin::new(&mut conn).poll(cx);
+        let end = poll_fn(|cx| {
+            let ev = driver.poll_drive(cx, &mut keepalive);
             // The server's stream limit arrives in its SETTINGS after the handshake.
-            driver_state
-                .server_max
-                .store(conn.max_concurrent_send_streams(), Ordering::Relaxed);
-            res
-        });
-        tokio::select! {
-            res = conn => match res {
-                Ok(()) => debug!(?peer, "HBONE connection closed"),
-                Err(e) => debug!(?peer, error = %e, "HBONE connection failed"),
-            },
-            failure = keepalive => warn!(?peer, %failure, "HBONE keepalive failed, dropping connection"),
+            let max = driver.peer_max_streams();
+            driver_state.server_max.store(
+                usize::try_from(max).unwrap_or(usize::MAX),
+                Ordering::Relaxed,
+            );
+            match ev {
+                std::task::Poll::Ready(Event::Closed(end)) => std::task::Poll::Ready(end),
+                // A server never opens streams on a client connection.
+                std::task::Poll::Ready(Event::Incoming(..)) | std::task::Poll::Pending => {
+                    std::task::Poll::Pending
+                }
+            }
+        })
+        .await;
+        match &end {
+            H2Error::KeepaliveTimeout(_) => {
+                warn!(?peer, failure = %end, "HBONE keepalive failed, dropping connection")
+            }
+            e if e.is_benign_close() => debug!(?peer, "HBONE connection closed"),
+            e => debug!(?peer, error = %e, "HBONE connection failed"),
         }
         driver_state.mark_closed();
     });
 
     Ok(H2Connection {
-        send,
+        handle: Arc::new(ConnHandle(shared)),
         state,
         peer,
         max_streams: usize::from(cfg.max_streams_per_connection),
@@ -175,40 +180,35 @@ impl H2Connection {
         req: ConnectRequest,
     ) -> Result<(H2Stream, http::response::Parts), HboneError> {
         let ConnectRequest { authority, headers } = req;
-        let uri = connect_uri(&authority)?;
-        let mut request = Request::new(());
-        *request.method_mut() = Method::CONNECT;
-        *request.uri_mut() = uri;
-        *request.version_mut() = Version::HTTP_2;
-        *request.headers_mut() = headers;
-
+        if http::uri::Authority::try_from(authority.as_str()).is_err() {
+            return Err(HboneError::InvalidAuthority(authority));
+        }
         let request_error = |source| HboneError::Request {
             authority: authority.clone(),
             source,
         };
-        let mut send = self.send.clone();
-        poll_fn(|cx| send.poll_ready(cx))
+        let shared = &self.handle.0;
+        let id = shared.open(&authority, &headers).map_err(request_error)?;
+        let stream = StreamRef {
+            shared: shared.clone(),
+            id,
+        };
+        let (status, headers) = poll_fn(|cx| shared.poll_response(id, cx))
             .await
             .map_err(request_error)?;
-        let (response, stream) = send.send_request(request, false).map_err(request_error)?;
-        let response = response.await.map_err(request_error)?;
-        if response.status() != StatusCode::OK {
-            return Err(HboneError::from_status(&authority, response.status()));
+        if status != StatusCode::OK {
+            return Err(HboneError::from_status(&authority, status));
         }
-        let (parts, recv) = response.into_parts();
-        Ok((H2Stream::new(stream, recv, Some(slot)), parts))
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        let (parts, ()) = response.into_parts();
+        Ok((H2Stream::new(stream, Some(slot)), parts))
     }
 
     /// Whether new CONNECTs can be sent: the connection is up and has received no GOAWAY.
     pub fn is_ready(&self) -> bool {
-        if self.state.closed.load(Ordering::Acquire) {
-            return false;
-        }
-        // A GOAWAY or connection error makes `poll_ready` fail immediately; a
-        // fresh clone has no pending stream, so it is never legitimately pending.
-        let mut send = self.send.clone();
-        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-        matches!(send.poll_ready(&mut cx), Poll::Ready(Ok(())))
+        !self.state.closed.load(Ordering::Acquire) && self.handle.0.is_accepting()
     }
 
     /// Whether the connection has ended (closed, failed, or its keepalive timed out).
@@ -279,12 +279,4 @@ impl std::fmt::Debug for H2Connection {
             .field("closed", &self.is_closed())
             .finish()
     }
-}
-
-fn connect_uri(authority: &str) -> Result<Uri, HboneError> {
-    let invalid = || HboneError::InvalidAuthority(authority.to_owned());
-    let authority = http::uri::Authority::from_str(authority).map_err(|_| invalid())?;
-    let mut parts = http::uri::Parts::default();
-    parts.authority = Some(authority);
-    Uri::from_parts(parts).map_err(|_| invalid())
 }

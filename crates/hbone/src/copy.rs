@@ -18,6 +18,7 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
@@ -27,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::H2Stream;
+use crate::stream::DirectGuard;
 
 const INITIAL_BUFFER: usize = 1024;
 const LARGE_BUFFER: usize = 16 * 1024 - 64;
@@ -51,7 +53,34 @@ pub trait ProxyIo {
 
     /// Shuts down the write half (sends FIN / END_STREAM).
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// The socket this end writes to, if it is a plain socket that the other
+    /// end may write received data into directly.
+    #[doc(hidden)]
+    fn direct_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Starts writing received data straight into `fd` (another end's
+    /// [`ProxyIo::direct_fd`]) while the copier waits; only the copier, which
+    /// holds both ends, can call it.
+    #[doc(hidden)]
+    fn attach_direct(&mut self, fd: RawFd, token: DirectToken) -> Option<DirectGuard> {
+        let _ = (fd, token);
+        None
+    }
+
+    /// Bytes written directly since the last call.
+    #[doc(hidden)]
+    fn take_direct(&mut self) -> u64 {
+        0
+    }
 }
+
+/// Proof that the caller is this module's copier, which keeps both ends
+/// alive for as long as a [`DirectGuard`] it holds.
+#[doc(hidden)]
+pub struct DirectToken(());
 
 /// Any `AsyncRead + AsyncWrite` (a TLS stream, a Unix socket…) as a [`ProxyIo`].
 #[derive(Debug)]
@@ -76,6 +105,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> ProxyIo for Io<T> {
 }
 
 impl ProxyIo for TcpStream {
+    fn direct_fd(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
+    }
+
     fn poll_read_chunk(&mut self, cx: &mut Context<'_>, size: usize) -> Poll<io::Result<Bytes>> {
         poll_read_pooled(self, cx, size)
     }
@@ -109,6 +142,16 @@ impl ProxyIo for H2Stream {
 
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         AsyncWrite::poll_shutdown(Pin::new(self), cx)
+    }
+
+    fn attach_direct(&mut self, fd: RawFd, _token: DirectToken) -> Option<DirectGuard> {
+        // SAFETY: a `DirectToken` is made only by `copy_bidirectional`, which
+        // holds the end that owns `fd` borrowed for longer than the guard lives.
+        Some(unsafe { self.attach_sink(fd) })
+    }
+
+    fn take_direct(&mut self) -> u64 {
+        self.take_delivered()
     }
 }
 
@@ -160,15 +203,36 @@ where
 {
     let mut a_to_b = Direction::default();
     let mut b_to_a = Direction::default();
-    poll_fn(|cx| {
+    // An HBONE stream with a plain socket on the other side writes what it
+    // receives straight into the socket while this copier waits, saving a
+    // wake-up of this task per message. The guards end that before `a` and
+    // `b` can be dropped (they are borrowed for this whole function).
+    let guard_ab = b
+        .direct_fd()
+        .and_then(|fd| a.attach_direct(fd, DirectToken(())));
+    let guard_ba = a
+        .direct_fd()
+        .and_then(|fd| b.attach_direct(fd, DirectToken(())));
+    let (sent, received) = poll_fn(|cx| {
         let forward = a_to_b.poll(cx, a, b, |n| observer.a_to_b(n))?;
         let backward = b_to_a.poll(cx, b, a, |n| observer.b_to_a(n))?;
         match (forward, backward) {
-            (Poll::Ready(sent), Poll::Ready(received)) => Poll::Ready(Ok((sent, received))),
+            (Poll::Ready(sent), Poll::Ready(received)) => {
+                Poll::Ready(Ok::<_, io::Error>((sent, received)))
+            }
             _ => Poll::Pending,
         }
     })
-    .await
+    .await?;
+    let late_ab = guard_ab.map_or(0, DirectGuard::finish);
+    let late_ba = guard_ba.map_or(0, DirectGuard::finish);
+    if late_ab > 0 {
+        observer.a_to_b(late_ab);
+    }
+    if late_ba > 0 {
+        observer.b_to_a(late_ba);
+    }
+    Ok((sent + late_ab, received + late_ba))
 }
 
 #[derive(Default)]
@@ -200,6 +264,11 @@ impl Direction {
         R: ProxyIo + ?Sized,
         W: ProxyIo + ?Sized,
     {
+        let direct = reader.take_direct();
+        if direct > 0 {
+            count(direct);
+            self.written += direct;
+        }
         let mut budget = CHUNKS_PER_POLL;
         loop {
             match self.state {
@@ -283,17 +352,6 @@ fn poll_write_all_some<W: AsyncWrite + Unpin + ?Sized>(
     }
     data.advance(n);
     Poll::Ready(Ok(()))
-}
-
-/// Copies `data` into a `Bytes` backed by a cached buffer (for `AsyncWrite`
-/// callers, whose slices must be copied before HTTP/2 can queue them).
-pub(crate) fn copy_to_bytes(data: &[u8]) -> Bytes {
-    let tier = Tier::for_size(data.len());
-    let mut buf = tier.take(data.len());
-    buf.put_slice(data);
-    let out = buf.split().freeze();
-    tier.give(buf);
-    out
 }
 
 /// Buffer size classes of the per-thread cache, with how many of each are kept.

@@ -44,21 +44,21 @@ pub enum HboneError {
     H2Handshake {
         peer: Option<SocketAddr>,
         #[source]
-        source: h2::Error,
+        source: crate::H2Error,
     },
     /// The HTTP/2 connection failed after it was established.
     #[error("HTTP/2 connection with {} failed: {source}", peer_str(.peer))]
     H2 {
         peer: Option<SocketAddr>,
         #[source]
-        source: h2::Error,
+        source: crate::H2Error,
     },
     /// The CONNECT request could not be sent or its response not received.
     #[error("CONNECT {authority} failed: {source}")]
     Request {
         authority: String,
         #[source]
-        source: h2::Error,
+        source: crate::H2Error,
     },
     /// The server denied the CONNECT by authorization policy (HTTP 401).
     #[error("CONNECT {authority} denied by policy (HTTP 401)")]

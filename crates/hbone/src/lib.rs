@@ -13,6 +13,14 @@
 //!   double HBONE;
 //! * [`copy::copy_bidirectional`], the byte pump between an application socket
 //!   and a stream, which holds no buffer while a connection is idle;
+//! * the HTTP/2 layer itself, written for HBONE rather than taken from a
+//!   general-purpose library: a stream's data is framed, encrypted and written
+//!   to the socket by the task that sends it, and received data is written
+//!   by the connection's reader straight into the application socket when the
+//!   copier is waiting for it, so a message crosses the sidecar without waking
+//!   a second task. [`frame`] is its frame codec (pure, fuzzed); HPACK decoding
+//!   is `loona-hpack`'s. Interoperability with the `h2` crate (what upstream
+//!   ztunnel runs) is tested both ways;
 //! * [`headers`], the request headers (`forwarded`, `traceparent`, `baggage`,
 //!   `x-forwarded-network`) and the `:authority` parser.
 //!
@@ -30,21 +38,23 @@
 
 mod client;
 mod config;
+mod conn;
 mod error;
-mod keepalive;
 mod pool;
 mod readbuf;
 mod server;
 mod stream;
 
 pub mod copy;
+pub mod frame;
 pub mod headers;
 pub mod socket;
 
 pub use client::{ConnectRequest, H2Connection, connect, connect_to};
 pub use config::{H2Config, PoolConfig};
+pub use conn::H2Error;
 pub use error::HboneError;
 pub use pool::{Connector, Pool, PoolKey, TcpConnector};
 pub use readbuf::{READ_AHEAD, ReadBuffered};
 pub use server::{ConnectHandler, IncomingConnect, PeerInfo, serve_connection};
-pub use stream::H2Stream;
+pub use stream::{DirectGuard, H2Stream};

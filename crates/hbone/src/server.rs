@@ -6,20 +6,21 @@
 //! target, authorization, dialing, answering 200/401/503) is the handler's,
 //! which gets an [`IncomingConnect`] per stream, concurrently, on its own task.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
-use bytes::Bytes;
-use h2::server::SendResponse;
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{HeaderMap, StatusCode};
 use tokio::net::TcpStream;
 use tracing::debug;
 use zs_identity::Identity;
 
+use crate::conn::{Event, H2Error, Keepalive, Limits, RequestHead, Role, Shared};
 use crate::readbuf::ReadBuffered;
-use crate::{H2Config, H2Stream, HboneError, keepalive};
+use crate::stream::StreamRef;
+use crate::{H2Config, H2Stream, HboneError};
 
 /// Handles inbound CONNECT streams. Each call runs on its own task.
 pub trait ConnectHandler: Send + Sync + 'static {
@@ -48,16 +49,15 @@ pub struct PeerInfo {
 
 /// One inbound CONNECT: the request head, the peer, and the means to answer.
 pub struct IncomingConnect {
-    head: http::request::Parts,
-    recv: h2::RecvStream,
-    respond: SendResponse<Bytes>,
+    head: RequestHead,
+    stream: StreamRef,
     peer: Arc<PeerInfo>,
 }
 
 impl IncomingConnect {
     /// The `:authority` the client asked for, if any.
     pub fn authority(&self) -> Option<&str> {
-        self.head.uri.authority().map(|a| a.as_str())
+        self.head.authority.as_deref()
     }
 
     /// Request headers.
@@ -91,25 +91,24 @@ impl IncomingConnect {
     }
 
     /// Answers `status` with END_STREAM: the stream ends here.
-    pub fn reject(mut self, status: StatusCode) {
-        let mut response = Response::new(());
-        *response.status_mut() = status;
+    pub fn reject(self, status: StatusCode) {
         // Fails only if the client already reset the stream; nobody is left to tell.
-        let _ = self.respond.send_response(response, true);
+        let _ = self
+            .stream
+            .shared
+            .respond(self.stream.id, status, &HeaderMap::new(), true);
     }
 
     /// Answers 200 with `extra` headers (e.g. `baggage`) and returns the stream.
-    pub fn accept(mut self, extra: HeaderMap) -> Result<H2Stream, HboneError> {
-        let mut response = Response::new(());
-        *response.headers_mut() = extra;
-        let send = self
-            .respond
-            .send_response(response, false)
+    pub fn accept(self, extra: HeaderMap) -> Result<H2Stream, HboneError> {
+        self.stream
+            .shared
+            .respond(self.stream.id, StatusCode::OK, &extra, false)
             .map_err(|source| HboneError::H2 {
                 peer: Some(self.peer.peer_addr),
                 source,
             })?;
-        Ok(H2Stream::new(send, self.recv, None))
+        Ok(H2Stream::new(self.stream, None))
     }
 }
 
@@ -143,103 +142,88 @@ pub async fn serve_connection<H: ConnectHandler>(
     // Best effort: a socket that cannot take the option still works.
     let _ = tcp.set_nodelay(true);
 
-    let handshake = async {
-        let tls_stream = tokio_rustls::TlsAcceptor::from(tls)
-            .accept(ReadBuffered::new(tcp))
-            .await
-            .map_err(|source| HboneError::TlsHandshake { peer, source })?;
-        let identity = zs_tls::peer_identity(tls_stream.get_ref().1);
-        let conn = h2::server::Builder::new()
-            .initial_window_size(cfg.stream_window)
-            .initial_connection_window_size(cfg.connection_window)
-            .max_frame_size(cfg.max_frame_size)
-            .max_header_list_size(cfg.server_max_header_list)
-            .max_concurrent_streams(cfg.server_max_concurrent_streams)
-            .max_send_buffer_size(cfg.server_max_send_buffer)
-            .handshake::<_, Bytes>(tls_stream)
-            .await
-            .map_err(|source| HboneError::H2Handshake { peer, source })?;
-        Ok::<_, HboneError>((conn, identity))
+    let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(ReadBuffered::new(tcp));
+    let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
+    let timed_out = || HboneError::HandshakeTimeout {
+        peer,
+        timeout: cfg.handshake_timeout,
     };
-    let (mut conn, identity) = tokio::time::timeout(cfg.handshake_timeout, handshake)
+    let tls_stream = tokio::time::timeout_at(deadline, handshake)
         .await
-        .map_err(|_| HboneError::HandshakeTimeout {
-            peer,
-            timeout: cfg.handshake_timeout,
-        })??;
-
+        .map_err(|_| timed_out())?
+        .map_err(|source| HboneError::TlsHandshake { peer, source })?;
+    let identity = zs_tls::peer_identity(tls_stream.get_ref().1);
+    let (io, session) = tls_stream.into_inner();
+    let conn = Shared::new(
+        Role::Server,
+        rustls::Connection::Server(session),
+        Box::new(io),
+        Limits::server(cfg),
+        peer,
+    );
     let info = Arc::new(PeerInfo {
         peer_addr,
         local_addr,
         identity,
     });
-    let mut keepalive = pin!(keepalive::run(
-        conn.ping_pong(),
-        cfg.keepalive_interval,
-        cfg.keepalive_timeout
-    ));
+    let mut keepalive = Keepalive::new(cfg.keepalive_interval, cfg.keepalive_timeout);
+
+    // The client's preface and SETTINGS, within the handshake deadline.
+    let first = tokio::time::timeout_at(
+        deadline,
+        poll_fn(|cx| match conn.poll_drive(cx, &mut keepalive) {
+            Poll::Ready(ev) => Poll::Ready(Some(ev)),
+            Poll::Pending if conn.has_settings() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }),
+    )
+    .await
+    .map_err(|_| timed_out())?;
+    let mut pending = match first {
+        Some(Event::Closed(e)) if !conn.has_settings() => {
+            return Err(HboneError::H2Handshake { peer, source: e });
+        }
+        other => other,
+    };
+
     let mut shutdown = pin!(shutdown);
-    let (mut draining, mut keepalive_failed) = (false, false);
+    let mut draining = false;
     loop {
-        tokio::select! {
-            accepted = conn.accept() => match accepted {
-                None => return Ok(()),
-                Some(Err(e)) if is_peer_gone(&e) => {
-                    debug!(%peer_addr, error = %e, "HBONE client went away");
-                    return Ok(());
+        let event = match pending.take() {
+            Some(ev) => ev,
+            None => {
+                tokio::select! {
+                    ev = poll_fn(|cx| conn.poll_drive(cx, &mut keepalive)) => ev,
+                    () = &mut shutdown, if !draining => {
+                        debug!(%peer_addr, "draining HBONE connection");
+                        conn.drain();
+                        draining = true;
+                        continue;
+                    }
                 }
-                Some(Err(source)) => return Err(HboneError::H2 { peer, source }),
-                Some(Ok((request, respond))) => dispatch(request, respond, &info, &handler),
-            },
-            () = &mut shutdown, if !draining => {
-                debug!(%peer_addr, "draining HBONE connection");
-                conn.graceful_shutdown();
-                draining = true;
             }
-            failure = &mut keepalive, if !keepalive_failed => {
-                debug!(%peer_addr, %failure, "HBONE keepalive failed, closing connection");
-                conn.abrupt_shutdown(h2::Reason::NO_ERROR);
-                keepalive_failed = true;
+        };
+        match event {
+            Event::Incoming(id, head) => {
+                let req = IncomingConnect {
+                    head,
+                    stream: StreamRef {
+                        shared: conn.clone(),
+                        id,
+                    },
+                    peer: info.clone(),
+                };
+                tokio::spawn(handler.clone().handle(req));
             }
+            Event::Closed(e) if e.is_benign_close() => {
+                debug!(%peer_addr, "HBONE client went away");
+                return Ok(());
+            }
+            Event::Closed(H2Error::KeepaliveTimeout(t)) => {
+                debug!(%peer_addr, timeout = ?t, "HBONE keepalive failed, closed connection");
+                return Ok(());
+            }
+            Event::Closed(source) => return Err(HboneError::H2 { peer, source }),
         }
     }
-}
-
-fn dispatch<H: ConnectHandler>(
-    request: http::Request<h2::RecvStream>,
-    mut respond: SendResponse<Bytes>,
-    peer: &Arc<PeerInfo>,
-    handler: &Arc<H>,
-) {
-    let (head, recv) = request.into_parts();
-    if head.method != Method::CONNECT {
-        let mut response = Response::new(());
-        *response.status_mut() = StatusCode::BAD_REQUEST;
-        // Fails only if the client already reset the stream.
-        let _ = respond.send_response(response, true);
-        return;
-    }
-    let req = IncomingConnect {
-        head,
-        recv,
-        respond,
-        peer: peer.clone(),
-    };
-    tokio::spawn(handler.clone().handle(req));
-}
-
-/// The client closing its end (with or without GOAWAY) is the normal end of a
-/// connection, not a failure worth an error.
-fn is_peer_gone(e: &h2::Error) -> bool {
-    if e.is_go_away() && e.reason() == Some(h2::Reason::NO_ERROR) {
-        return true;
-    }
-    e.get_io().is_some_and(|io| {
-        matches!(
-            io.kind(),
-            std::io::ErrorKind::UnexpectedEof
-                | std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::BrokenPipe
-        )
-    })
 }

@@ -9,7 +9,12 @@
 //! * END_STREAM, or RST_STREAM with NO_ERROR or CANCEL, reads as EOF;
 //!   RST_STREAM with STREAM_CLOSED is a broken pipe;
 //! * receive window is released only as the reader consumes bytes, and writes
-//!   wait for send capacity, so a slow peer bounds memory instead of growing it.
+//!   wait for send window, so a slow peer bounds memory instead of growing it;
+//! * dropping a stream that is still open resets it (CANCEL).
+//!
+//! Writes are framed, encrypted and written to the socket by the task that
+//! makes them (see the connection module), so a message costs no hand-off to
+//! another task on its way out.
 
 use std::io;
 use std::pin::Pin;
@@ -18,19 +23,56 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
-use h2::Reason;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::client::ConnState;
+use crate::conn::Shared;
+
+/// A stream of a connection; resets and forgets the stream when dropped.
+pub(crate) struct StreamRef {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) id: u32,
+}
+
+impl Drop for StreamRef {
+    fn drop(&mut self) {
+        self.shared.release(self.id);
+    }
+}
+
+/// Ends direct delivery into an application socket (see
+/// [`H2Stream::attach_sink`]) when dropped or finished.
+pub struct DirectGuard {
+    shared: Arc<Shared>,
+    id: u32,
+    done: bool,
+}
+
+impl DirectGuard {
+    /// Detaches and returns the bytes delivered since the last count.
+    pub(crate) fn finish(mut self) -> u64 {
+        self.done = true;
+        self.shared.detach_sink(self.id)
+    }
+}
+
+impl Drop for DirectGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.detach_sink(self.id);
+        }
+    }
+}
 
 /// A proxied byte stream over one HTTP/2 CONNECT stream.
 pub struct H2Stream {
-    send: h2::SendStream<Bytes>,
-    recv: h2::RecvStream,
+    stream: StreamRef,
     /// Received bytes not yet handed to the reader.
     unread: Bytes,
     read_eof: bool,
     write_closed: bool,
+    /// A sink is attached (see [`H2Stream::attach_sink`]).
+    direct: bool,
     /// Holds the pooled connection's stream slot; released on drop.
     _slot: Option<StreamSlot>,
 }
@@ -45,113 +87,78 @@ impl Drop for StreamSlot {
 }
 
 impl H2Stream {
-    pub(crate) fn new(
-        send: h2::SendStream<Bytes>,
-        recv: h2::RecvStream,
-        slot: Option<StreamSlot>,
-    ) -> Self {
+    pub(crate) fn new(stream: StreamRef, slot: Option<StreamSlot>) -> Self {
         H2Stream {
-            send,
-            recv,
+            stream,
             unread: Bytes::new(),
             read_eof: false,
             write_closed: false,
+            direct: false,
             _slot: slot,
         }
+    }
+
+    /// The HTTP/2 stream identifier.
+    pub fn stream_id(&self) -> u32 {
+        self.stream.id
     }
 
     /// The next received chunk, zero-copy; empty at EOF. The chunk's bytes count
     /// as consumed, so their window is released.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
-        if self.unread.is_empty() {
-            ready!(self.poll_fill(cx))?;
+        if !self.unread.is_empty() {
+            return Poll::Ready(Ok(std::mem::take(&mut self.unread)));
         }
-        let chunk = std::mem::take(&mut self.unread);
-        self.release(chunk.len());
-        Poll::Ready(Ok(chunk))
+        if self.read_eof {
+            return Poll::Ready(Ok(Bytes::new()));
+        }
+        match ready!(self.stream.shared.poll_recv(self.stream.id, cx))? {
+            Some(chunk) => Poll::Ready(Ok(chunk)),
+            None => {
+                self.read_eof = true;
+                Poll::Ready(Ok(Bytes::new()))
+            }
+        }
     }
 
-    /// Sends a prefix of `data` (at least one byte, as much as send capacity
+    /// Sends a prefix of `data` (at least one byte, as much as the send window
     /// allows) without copying, advancing `data` past it.
     pub fn poll_send_chunk(
         &mut self,
         cx: &mut Context<'_>,
         data: &mut Bytes,
     ) -> Poll<io::Result<()>> {
-        if data.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
-        let n = ready!(self.poll_send_capacity(cx, data.len()))?;
-        let chunk = data.split_to(n);
-        self.send
-            .send_data(chunk, false)
-            .map_err(|e| self.send_error(e))?;
-        Poll::Ready(Ok(()))
-    }
-
-    /// Waits until `want` (or fewer, but at least one) bytes may be sent.
-    fn poll_send_capacity(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         if self.write_closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        self.send.reserve_capacity(want);
-        let available = match self.send.capacity() {
-            0 => match ready!(self.send.poll_capacity(cx)) {
-                Some(Ok(n)) => n,
-                Some(Err(e)) => return Poll::Ready(Err(self.send_error(e))),
-                None => return self.poll_reset_error(cx),
-            },
-            n => n,
-        };
-        Poll::Ready(Ok(available.min(want)))
-    }
-
-    /// Fills `unread` with the next non-empty DATA frame, or notes EOF.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.read_eof {
-            match ready!(self.recv.poll_data(cx)) {
-                None => self.read_eof = true,
-                Some(Ok(data)) if data.is_empty() => continue,
-                Some(Ok(data)) => {
-                    self.unread = data;
-                    return Poll::Ready(Ok(()));
-                }
-                Some(Err(e)) => match e.reason() {
-                    Some(Reason::NO_ERROR) | Some(Reason::CANCEL) => self.read_eof = true,
-                    Some(Reason::STREAM_CLOSED) => {
-                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, e)));
-                    }
-                    _ => return Poll::Ready(Err(h2_to_io(e))),
-                },
-            }
-        }
+        let n = ready!(self.stream.shared.poll_send(self.stream.id, cx, data))?;
+        data.advance(n);
         Poll::Ready(Ok(()))
     }
 
-    fn release(&mut self, n: usize) {
-        if n > 0 {
-            // Fails only if the stream is already gone, in which case there is no window to return.
-            let _ = self.recv.flow_control().release_capacity(n);
+    /// Has the connection write this stream's data straight to `fd` while
+    /// the reader waits; stops when the guard goes.
+    ///
+    /// # Safety
+    ///
+    /// `fd` must stay an open socket for as long as the returned guard lives.
+    pub(crate) unsafe fn attach_sink(&mut self, fd: std::os::fd::RawFd) -> DirectGuard {
+        // SAFETY: the guard detaches before the caller may close `fd`.
+        unsafe { self.stream.shared.attach_sink(self.stream.id, fd) };
+        self.direct = true;
+        DirectGuard {
+            shared: self.stream.shared.clone(),
+            id: self.stream.id,
+            done: false,
         }
     }
 
-    fn send_error(&mut self, e: h2::Error) -> io::Error {
-        match e.reason() {
-            Some(Reason::NO_ERROR | Reason::CANCEL | Reason::STREAM_CLOSED) => {
-                io::Error::new(io::ErrorKind::BrokenPipe, e)
-            }
-            _ => h2_to_io(e),
+    /// Bytes the connection delivered directly since the last count.
+    pub(crate) fn take_delivered(&mut self) -> u64 {
+        if !self.direct {
+            return 0;
         }
-    }
-
-    /// The stream can no longer send: report why, as the peer's reset says.
-    fn poll_reset_error<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        match self.send.poll_reset(cx) {
-            Poll::Ready(Ok(Reason::NO_ERROR | Reason::CANCEL | Reason::STREAM_CLOSED))
-            | Poll::Pending => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            Poll::Ready(Ok(reason)) => Poll::Ready(Err(io::Error::other(h2::Error::from(reason)))),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(h2_to_io(e))),
-        }
+        self.stream.shared.take_delivered(self.stream.id)
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {
@@ -159,11 +166,7 @@ impl H2Stream {
             return Ok(());
         }
         self.write_closed = true;
-        match self.send.send_data(Bytes::new(), true) {
-            Ok(()) => Ok(()),
-            Err(e) if e.reason() == Some(Reason::NO_ERROR) => Ok(()),
-            Err(e) => Err(self.send_error(e)),
-        }
+        self.stream.shared.send_end(self.stream.id)
     }
 }
 
@@ -175,12 +178,11 @@ impl AsyncRead for H2Stream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.unread.is_empty() {
-            ready!(this.poll_fill(cx))?;
+            this.unread = ready!(this.poll_chunk(cx))?;
         }
         let n = this.unread.len().min(buf.remaining());
         buf.put_slice(&this.unread[..n]);
         this.unread.advance(n);
-        this.release(n);
         Poll::Ready(Ok(()))
     }
 }
@@ -195,16 +197,17 @@ impl AsyncWrite for H2Stream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let n = ready!(this.poll_send_capacity(cx, buf.len()))?;
-        let chunk = crate::copy::copy_to_bytes(&buf[..n]);
-        this.send
-            .send_data(chunk, false)
-            .map_err(|e| this.send_error(e))?;
-        Poll::Ready(Ok(n))
+        if this.write_closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        // The connection frames straight from the slice into TLS: nothing is
+        // queued past this call, so no copy into an owned buffer is needed.
+        this.stream.shared.poll_send(this.stream.id, cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // The connection task writes frames as soon as they are queued.
+        // Frames are written as they are sent; what the socket did not take,
+        // the connection's driver flushes.
         Poll::Ready(Ok(()))
     }
 
@@ -216,18 +219,9 @@ impl AsyncWrite for H2Stream {
 impl std::fmt::Debug for H2Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("H2Stream")
-            .field("stream_id", &self.send.stream_id())
+            .field("stream_id", &self.stream.id)
             .field("read_eof", &self.read_eof)
             .field("write_closed", &self.write_closed)
             .finish()
-    }
-}
-
-pub(crate) fn h2_to_io(e: h2::Error) -> io::Error {
-    if e.is_io() {
-        e.into_io()
-            .unwrap_or_else(|| io::Error::other("h2 I/O error"))
-    } else {
-        io::Error::other(e)
     }
 }
