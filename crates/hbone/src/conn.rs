@@ -1111,6 +1111,10 @@ impl Inner {
         }
         if self.end.is_some() && !self.closing {
             self.closing = true;
+            // The GOAWAY (and whatever else is queued) goes before the alert.
+            if !self.ctrl.is_empty() {
+                self.write_tls_plain(&[], &[]);
+            }
             self.tls.send_close_notify();
             ka.sleep.as_mut().reset(Instant::now() + CLOSE_GRACE);
         }
@@ -1201,6 +1205,9 @@ impl Inner {
                     let n = plain.len();
                     self.rbuf.extend_from_slice(plain);
                     self.tls.reader().consume(n);
+                    // Reads count against the poll's budget too: a large frame
+                    // takes many before it completes.
+                    *budget = budget.saturating_sub(1);
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -1792,5 +1799,24 @@ impl fmt::Debug for Shared {
             .field("role", &self.role)
             .field("peer", &self.peer)
             .finish()
+    }
+}
+
+/// Entry points for the fuzz targets: the header-block decoder as each role
+/// runs it, on one fresh HPACK context per call sequence.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{Role, decode_block};
+
+    /// Decodes `blocks` in order on one HPACK context, as a server (requests)
+    /// or a client (responses); returns how many decoded to a valid head.
+    pub fn header_blocks<'a>(blocks: impl IntoIterator<Item = &'a [u8]>, server: bool) -> usize {
+        let mut hpack = loona_hpack::Decoder::new();
+        hpack.set_max_allowed_table_size(4096);
+        let role = if server { Role::Server } else { Role::Client };
+        blocks
+            .into_iter()
+            .filter(|b| matches!(decode_block(&mut hpack, b, 64 * 1024, role), Ok(Ok(_))))
+            .count()
     }
 }

@@ -53,6 +53,8 @@ pub mod socket;
 pub use client::{ConnectRequest, H2Connection, connect, connect_to};
 pub use config::{H2Config, PoolConfig};
 pub use conn::H2Error;
+#[doc(hidden)]
+pub use conn::fuzzing;
 pub use error::HboneError;
 pub use pool::{Connector, Pool, PoolKey, TcpConnector};
 pub use readbuf::{READ_AHEAD, ReadBuffered};

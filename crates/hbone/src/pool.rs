@@ -15,9 +15,9 @@
 //! * up to [`PoolConfig::parallel_connections`] connections, streams are
 //!   spread: a request finding every connection busy (one stream or more)
 //!   dials another rather than joining one, then requests go to the connection
-//!   with the fewest streams. One HTTP/2 connection is one task, so every
-//!   stream on it is framed, encrypted and written by one thread at a time;
-//!   spreading lets concurrent transfers to one destination use each of the
+//!   with the fewest streams. One HTTP/2 connection is one TLS session
+//!   behind one lock, so every stream on it is encrypted and decrypted by one
+//!   thread at a time; spreading lets concurrent transfers to one destination use each of the
 //!   data plane's threads, as Envoy's per-worker pools do. With 1 (ztunnel's
 //!   behaviour) a connection is shared until full. If the extra dial fails, the
 //!   request joins a busy connection instead;
