@@ -312,7 +312,8 @@ pub(crate) struct Inner {
     /// The driver must flush (a stream task left ciphertext behind).
     flush_needed: bool,
 
-    streams: HashMap<u32, Stream>,
+    // Boxed: the table then grows by a pointer per slot, not a whole stream.
+    streams: HashMap<u32, Box<Stream>>,
     /// Client: the next stream id to use.
     next_id: u32,
     /// Server: the highest stream id the peer opened.
@@ -562,7 +563,7 @@ impl Shared {
             let id = inner.next_id;
             inner.next_id += 2;
             let st = Stream::new(inner.peer_initial_window, inner.limits.stream_window);
-            inner.streams.insert(id, st);
+            inner.streams.insert(id, Box::new(st));
             let fields = [
                 Field::Indexed(frame::NAME_METHOD, b"CONNECT"),
                 Field::Indexed(frame::NAME_AUTHORITY, authority.as_bytes()),
@@ -1624,7 +1625,7 @@ impl Inner {
                 if req.method == Method::CONNECT && req.authority.is_some() =>
             {
                 st.head = Some(Box::new(HeadBlock::Request(req)));
-                self.streams.insert(id, st);
+                self.streams.insert(id, Box::new(st));
                 self.incoming.push_back(id);
                 return;
             }
@@ -1639,7 +1640,7 @@ impl Inner {
         // Answered here, without the handler: the stream ends with the response.
         st.sent_end = true;
         let remote_open = st.recv_end.is_none();
-        self.streams.insert(id, st);
+        self.streams.insert(id, Box::new(st));
         let code = status.as_str().as_bytes().to_owned();
         self.write_headers(id, [Field::Indexed(frame::NAME_STATUS, &code)], true);
         if remote_open {
