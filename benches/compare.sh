@@ -52,13 +52,9 @@ done
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-if [ -n "$SIDECAR" ]; then
-  cargo build --release --quiet -p zs-benches --bin loadgen
-else
-  cargo build --release --quiet -p ztunnel-sidecar -p zs-benches --bin ztunnel-sidecar --bin loadgen
-fi
-BIN="$ROOT/target/release"
-SIDECAR=$(realpath "${SIDECAR:-$BIN/ztunnel-sidecar}")
+# shellcheck source=benches/bins.sh
+. "$ROOT/benches/bins.sh"
+build_bins "$SIDECAR"
 mkdir -p "$OUT"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RAW="$OUT/compare-$STAMP.jsonl"

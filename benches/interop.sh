@@ -30,13 +30,9 @@ ZT=$(realpath "$ZT")
 ZTLS=$(realpath "$ZSRC")/src/tls
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-if [ -n "$SIDECAR_ARG" ]; then
-  cargo build --release --quiet -p zs-benches --bin loadgen
-else
-  cargo build --release --quiet -p ztunnel-sidecar -p zs-benches --bin ztunnel-sidecar --bin loadgen
-fi
-BIN="$ROOT/target/release"
-SIDECAR=$(realpath "${SIDECAR_ARG:-$BIN/ztunnel-sidecar}")
+# shellcheck source=benches/bins.sh
+. "$ROOT/benches/bins.sh"
+build_bins "$SIDECAR_ARG"
 CHECK="$ROOT/benches/socks-check.py"
 # shellcheck source=benches/topology.sh
 . "$ROOT/benches/topology.sh"
