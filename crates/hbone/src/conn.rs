@@ -46,6 +46,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::H2Config;
+use crate::copy::DirectCounter;
 use crate::frame::{self, Field, Frame, FrameError, Head, Reason};
 
 /// The byte stream under TLS: a TCP socket, or a CONNECT stream for double HBONE.
@@ -202,6 +203,8 @@ struct Stream {
     sink_ready: bool,
     /// Bytes written to `sink` by the driver and not yet counted by the copier.
     delivered: u64,
+    /// Counts those bytes for the copier's observer as they are written.
+    counter: Option<DirectCounter>,
 }
 
 impl Stream {
@@ -221,6 +224,7 @@ impl Stream {
             sink: None,
             sink_ready: false,
             delivered: 0,
+            counter: None,
         }
     }
 
@@ -697,10 +701,11 @@ impl Shared {
     /// # Safety
     ///
     /// `fd` must stay an open socket until [`Shared::detach_sink`] returns.
-    pub(crate) unsafe fn attach_sink(&self, id: u32, fd: RawFd) {
+    pub(crate) unsafe fn attach_sink(&self, id: u32, fd: RawFd, counter: Option<DirectCounter>) {
         self.with(|inner, _| {
             if let Some(st) = inner.streams.get_mut(&id) {
                 st.sink = Some(fd);
+                st.counter = counter;
             }
         });
     }
@@ -711,6 +716,7 @@ impl Shared {
         self.with(|inner, _| match inner.streams.get_mut(&id) {
             Some(st) => {
                 st.sink = None;
+                st.counter = None;
                 st.sink_ready = false;
                 std::mem::take(&mut st.delivered)
             }
@@ -1535,6 +1541,11 @@ impl Inner {
             direct = send_now(fd, &data);
             data.advance(direct);
             st.delivered += direct as u64;
+            if direct > 0
+                && let Some(count) = &st.counter
+            {
+                count(direct as u64);
+            }
             if let Some(update) = st.consumed(direct as u32, self.limits.stream_window) {
                 frame::put_window_update(&mut self.ctrl, id, update);
             }

@@ -65,8 +65,13 @@ pub trait ProxyIo {
     /// [`ProxyIo::direct_fd`]) while the copier waits; only the copier, which
     /// holds both ends, can call it.
     #[doc(hidden)]
-    fn attach_direct(&mut self, fd: RawFd, token: DirectToken) -> Option<DirectGuard> {
-        let _ = (fd, token);
+    fn attach_direct(
+        &mut self,
+        fd: RawFd,
+        counter: Option<DirectCounter>,
+        token: DirectToken,
+    ) -> Option<DirectGuard> {
+        let _ = (fd, counter, token);
         None
     }
 
@@ -144,10 +149,15 @@ impl ProxyIo for H2Stream {
         AsyncWrite::poll_shutdown(Pin::new(self), cx)
     }
 
-    fn attach_direct(&mut self, fd: RawFd, _token: DirectToken) -> Option<DirectGuard> {
+    fn attach_direct(
+        &mut self,
+        fd: RawFd,
+        counter: Option<DirectCounter>,
+        _token: DirectToken,
+    ) -> Option<DirectGuard> {
         // SAFETY: a `DirectToken` is made only by `copy_bidirectional`, which
         // holds the end that owns `fd` borrowed for longer than the guard lives.
-        Some(unsafe { self.attach_sink(fd) })
+        Some(unsafe { self.attach_sink(fd, counter) })
     }
 
     fn take_direct(&mut self) -> u64 {
@@ -155,9 +165,22 @@ impl ProxyIo for H2Stream {
     }
 }
 
+/// Counts bytes from another task: what an HBONE connection writes straight
+/// into the application socket (see [`Observer::direct_counter`]).
+pub type DirectCounter = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
 /// Receives byte counts as chunks are delivered, for metrics. Called once per
 /// chunk on the data path: keep it to an atomic add.
 pub trait Observer {
+    /// A counter for bytes of one direction (`a → b` if `a_to_b`) that the
+    /// HBONE connection writes straight into the application socket while the
+    /// copier waits, called as they are written. Without one such bytes are
+    /// counted when the copier next runs, which may be much later.
+    fn direct_counter(&self, a_to_b: bool) -> Option<DirectCounter> {
+        let _ = a_to_b;
+        None
+    }
+
     /// `n` more bytes were written from `a` to `b`.
     fn a_to_b(&self, n: u64) {
         let _ = n;
@@ -201,18 +224,28 @@ where
     B: ProxyIo + ?Sized,
     O: Observer + ?Sized,
 {
-    let mut a_to_b = Direction::default();
-    let mut b_to_a = Direction::default();
     // An HBONE stream with a plain socket on the other side writes what it
     // receives straight into the socket while this copier waits, saving a
     // wake-up of this task per message. The guards end that before `a` and
     // `b` can be dropped (they are borrowed for this whole function).
-    let guard_ab = b
-        .direct_fd()
-        .and_then(|fd| a.attach_direct(fd, DirectToken(())));
-    let guard_ba = a
-        .direct_fd()
-        .and_then(|fd| b.attach_direct(fd, DirectToken(())));
+    // With the observer's own counters, bytes are counted as they are
+    // written; otherwise the copier counts them when it next runs.
+    // At most one side is an HBONE stream facing a plain socket, so one guard.
+    let mut a_to_b = Direction::default();
+    let mut b_to_a = Direction::default();
+    let mut guard = b.direct_fd().and_then(|fd| {
+        let counter = observer.direct_counter(true);
+        a_to_b.observer_counts_direct = counter.is_some();
+        a.attach_direct(fd, counter, DirectToken(()))
+    });
+    let guard_is_ab = guard.is_some();
+    if guard.is_none() {
+        guard = a.direct_fd().and_then(|fd| {
+            let counter = observer.direct_counter(false);
+            b_to_a.observer_counts_direct = counter.is_some();
+            b.attach_direct(fd, counter, DirectToken(()))
+        });
+    }
     let (sent, received) = poll_fn(|cx| {
         let forward = a_to_b.poll(cx, a, b, |n| observer.a_to_b(n))?;
         let backward = b_to_a.poll(cx, b, a, |n| observer.b_to_a(n))?;
@@ -224,12 +257,12 @@ where
         }
     })
     .await?;
-    let late_ab = guard_ab.map_or(0, DirectGuard::finish);
-    let late_ba = guard_ba.map_or(0, DirectGuard::finish);
-    if late_ab > 0 {
+    let late = guard.map_or(0, DirectGuard::finish);
+    let (late_ab, late_ba) = if guard_is_ab { (late, 0) } else { (0, late) };
+    if late_ab > 0 && !a_to_b.observer_counts_direct {
         observer.a_to_b(late_ab);
     }
-    if late_ba > 0 {
+    if late_ba > 0 && !b_to_a.observer_counts_direct {
         observer.b_to_a(late_ba);
     }
     Ok((sent + late_ab, received + late_ba))
@@ -242,6 +275,9 @@ struct Direction {
     written: u64,
     state: State,
     need_flush: bool,
+    /// Bytes the connection writes directly are counted by the observer's
+    /// own counter as they are written, not here.
+    observer_counts_direct: bool,
 }
 
 #[derive(Default, PartialEq, Eq)]
@@ -266,7 +302,9 @@ impl Direction {
     {
         let direct = reader.take_direct();
         if direct > 0 {
-            count(direct);
+            if !self.observer_counts_direct {
+                count(direct);
+            }
             self.written += direct;
         }
         let mut budget = CHUNKS_PER_POLL;

@@ -142,9 +142,13 @@ impl H2Stream {
     /// # Safety
     ///
     /// `fd` must stay an open socket for as long as the returned guard lives.
-    pub(crate) unsafe fn attach_sink(&mut self, fd: std::os::fd::RawFd) -> DirectGuard {
+    pub(crate) unsafe fn attach_sink(
+        &mut self,
+        fd: std::os::fd::RawFd,
+        counter: Option<crate::copy::DirectCounter>,
+    ) -> DirectGuard {
         // SAFETY: the guard detaches before the caller may close `fd`.
-        unsafe { self.stream.shared.attach_sink(self.stream.id, fd) };
+        unsafe { self.stream.shared.attach_sink(self.stream.id, fd, counter) };
         self.direct = true;
         DirectGuard {
             shared: self.stream.shared.clone(),

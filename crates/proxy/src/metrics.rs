@@ -355,6 +355,17 @@ pub struct ByteObserver {
 }
 
 impl zs_hbone::copy::Observer for ByteObserver {
+    fn direct_counter(&self, a_to_b: bool) -> Option<zs_hbone::copy::DirectCounter> {
+        // Same mapping as `a_to_b` / `b_to_a` below.
+        let counter = if a_to_b == self.client_is_b {
+            self.sent.clone()
+        } else {
+            self.received.clone()
+        };
+        Some(std::sync::Arc::new(move |n| {
+            counter.inc_by(n);
+        }))
+    }
     fn a_to_b(&self, n: u64) {
         if self.client_is_b {
             self.sent.inc_by(n);
