@@ -343,6 +343,9 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     pub(crate) role: Role,
     pub(crate) peer: Option<SocketAddr>,
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS, published by the driver so
+    /// the pool reads it without the lock.
+    peer_max_streams: std::sync::atomic::AtomicU32,
 }
 
 struct SyncIo<'a, 'b> {
@@ -449,6 +452,7 @@ impl Shared {
         Arc::new(Shared {
             role,
             peer,
+            peer_max_streams: std::sync::atomic::AtomicU32::new(u32::MAX),
             inner: Mutex::new(Inner {
                 role,
                 tls,
@@ -517,7 +521,8 @@ impl Shared {
 
     /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS (unbounded until it says).
     pub(crate) fn peer_max_streams(&self) -> u32 {
-        self.lock().peer_max_streams
+        self.peer_max_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Client: whether a new stream may be opened now.
@@ -852,6 +857,8 @@ impl Shared {
         let res = {
             let mut inner = self.lock();
             let res = inner.drive(cx, ka, &mut wakers);
+            self.peer_max_streams
+                .store(inner.peer_max_streams, std::sync::atomic::Ordering::Relaxed);
             if let Poll::Ready(Event::Closed(_)) = &res {
                 inner.driver = None;
             }
@@ -961,9 +968,9 @@ impl Inner {
     /// to TLS as one write, so they share records.
     fn write_tls_plain(&mut self, head: &[u8], data: &[u8]) {
         let ctrl = std::mem::take(&mut self.ctrl);
-        let bufs = [IoSlice::new(&ctrl), IoSlice::new(head), IoSlice::new(data)];
-        let mut bufs: &mut [IoSlice<'_>] = &mut bufs.clone();
-        // With no buffer limit rustls takes everything; loop for form's sake.
+        let mut slices = [IoSlice::new(&ctrl), IoSlice::new(head), IoSlice::new(data)];
+        let mut bufs = &mut slices[..];
+        // With no buffer limit rustls takes everything in one call.
         while !bufs.is_empty() {
             match self.tls.writer().write_vectored(bufs) {
                 Ok(0) | Err(_) => break,
